@@ -1,0 +1,278 @@
+'use strict';
+// Spawns and supervises the one child process (host.js) that runs tenant code, so that the
+// protocol server never runs any. The child serves HTTP on a Unix socket; this module owns the
+// keep-alive agent to it, the control calls (load, unload, logs), the liveness ping after a
+// timeout, and the restart (with backoff) when the child dies or is killed for being wedged.
+
+const { spawn } = require('node:child_process');
+const { EventEmitter } = require('node:events');
+const http = require('node:http');
+const path = require('node:path');
+const { HttpError } = require('./jsonhttp');
+
+/** How long a child may take to answer a ping before it counts as wedged and is killed. */
+const PING_TIMEOUT_MS = 200;
+/** How long a child may take from spawn to listening on its socket. */
+const START_TIMEOUT_MS = 10000;
+/** Restarts are counted over this window to detect a crash loop. */
+const CRASH_WINDOW_MS = 60000;
+/** Restarts within the window that happen at once; later ones back off. */
+const FREE_RESTARTS = 3;
+/** First and longest backoff delay once restarts are no longer free. */
+const MIN_BACKOFF_MS = 250;
+const MAX_BACKOFF_MS = 10000;
+
+/** A control call failed because the child died or was not running. */
+class ChildGoneError extends Error {}
+
+/** A control call got no answer in time. */
+class ControlTimeout extends Error {}
+
+/** One line on why a child process ended. */
+function describeExit(code, signal) {
+  if (signal === 'SIGABRT' || code === 134) return 'the runtime ran out of memory or aborted';
+  if (signal === 'SIGKILL') return 'the runtime was killed (out of memory in the container?)';
+  if (signal) return `the runtime was ended by ${signal}`;
+  return `the runtime exited with code ${code}`;
+}
+
+/**
+ * Supervises the host child process. Emits 'exit' with {code, signal, reason, culprit} each
+ * time a child ends (culprit: the function blamed for a kill, if any). Not reentrant across
+ * processes: one Supervisor per runner.
+ */
+class Supervisor extends EventEmitter {
+  /**
+   * @param {object} options
+   * @param {string} options.socketPath  Unix socket the child listens on.
+   * @param {number} options.heapMb      The child's --max-old-space-size.
+   * @param {number} options.maxBody     Largest run body, passed on to the child.
+   * @param {object} options.env         The child's whole environment.
+   * @param {string} options.cwd         The child's working directory.
+   * @param {Function} options.log       log(level, msg, fields) of the runner.
+   * @param {string} [options.hostPath]  Entry of the child (host.js).
+   */
+  constructor({ socketPath, heapMb, maxBody, env, cwd, log, hostPath = path.join(__dirname, 'host.js') }) {
+    super();
+    this.socketPath = socketPath;
+    this.heapMb = heapMb;
+    this.maxBody = maxBody;
+    this.env = env;
+    this.cwd = cwd;
+    this.log = log;
+    this.hostPath = hostPath;
+    /** Keep-alive agent to the current child; replaced on every spawn. */
+    this.agent = null;
+    this.child = null;
+    this.listening = false; // the child's socket answers (reload may still be running)
+    this.isReady = false; // listening and every function reloaded: calls may go through
+    this.stopping = false;
+    this.pinging = false;
+    this.killReason = undefined;
+    this.culprit = undefined;
+    this.crashes = [];
+    this.waiters = new Set();
+    this.restartTimer = null;
+    this.onStart = async () => {};
+  }
+
+  /** True when calls can be forwarded to the child. */
+  get ready() {
+    return this.isReady;
+  }
+
+  /**
+   * Spawns the first child. `onStart` runs after every spawn once the child listens and before
+   * calls are let through (the protocol reloads its functions there); it may use control().
+   */
+  start(onStart) {
+    if (onStart) this.onStart = onStart;
+    this.spawnChild();
+  }
+
+  /** Resolves when the child is ready; rejects with a 503 HttpError after `ms`. */
+  whenReady(ms) {
+    if (this.isReady) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const waiter = { resolve };
+      waiter.timer = setTimeout(() => {
+        this.waiters.delete(waiter);
+        reject(new HttpError(503, 'runtime_unavailable', 'the function runtime is restarting; try again'));
+      }, ms);
+      this.waiters.add(waiter);
+    });
+  }
+
+  spawnChild() {
+    this.restartTimer = null;
+    const args = [`--max-old-space-size=${this.heapMb}`, this.hostPath, this.socketPath, String(this.maxBody)];
+    // stdin: a pipe never written, whose EOF tells the child the parent is gone.
+    // fd 3: the child's "ready" line. stdout/stderr: the runner's own (console JSON lines).
+    const child = spawn(process.execPath, args, {
+      env: this.env,
+      cwd: this.cwd,
+      stdio: ['pipe', 'inherit', 'inherit', 'pipe'],
+    });
+    this.child = child;
+    this.agent = new http.Agent({ keepAlive: true, maxFreeSockets: 1024, scheduling: 'lifo' });
+    this.listening = false;
+    this.killReason = undefined;
+    this.culprit = undefined;
+    this.pinging = false;
+
+    const startTimer = setTimeout(() => this.kill(child, 'the runtime did not start in time'), START_TIMEOUT_MS);
+    let said = '';
+    child.stdio[3].on('data', (chunk) => {
+      said += chunk;
+      if (!this.listening && this.child === child && said.includes('ready\n')) {
+        clearTimeout(startTimer);
+        this.listening = true;
+        this.afterStart(child);
+      }
+    });
+    child.stdio[3].on('error', () => {});
+    child.stdin.on('error', () => {});
+    let ended = false;
+    const onEnd = (code, signal) => {
+      if (ended) return;
+      ended = true;
+      clearTimeout(startTimer);
+      this.onExit(child, code, signal);
+    };
+    child.once('exit', onEnd);
+    child.once('error', (err) => {
+      this.log('error', 'runtime failed to start', { error: err.message });
+      onEnd(null, null);
+    });
+  }
+
+  async afterStart(child) {
+    try {
+      await this.onStart();
+    } catch (err) {
+      this.log('error', 'runtime start hook failed', { error: err.message });
+    }
+    if (this.child !== child || !this.listening) return; // died meanwhile; the next spawn retries
+    this.isReady = true;
+    this.log('info', 'runtime ready', { pid: child.pid });
+    for (const waiter of this.waiters) {
+      clearTimeout(waiter.timer);
+      waiter.resolve();
+    }
+    this.waiters.clear();
+  }
+
+  onExit(child, code, signal) {
+    if (this.child !== child) return;
+    this.child = null;
+    this.isReady = false;
+    this.listening = false;
+    this.agent.destroy(); // calls in flight on it fail now, and get 502 from the protocol
+    const reason = this.killReason || describeExit(code, signal);
+    const culprit = this.culprit;
+    this.emit('exit', { code, signal, reason, culprit });
+    if (this.stopping) return;
+    const delay = this.backoff();
+    this.log('warn', 'runtime exited; restarting', { code, signal, reason, culprit, delayMs: delay });
+    this.restartTimer = setTimeout(() => this.spawnChild(), delay);
+  }
+
+  /** Delay before the next restart: none for the first few in a window, then doubling. */
+  backoff() {
+    const now = Date.now();
+    this.crashes = this.crashes.filter((at) => now - at < CRASH_WINDOW_MS);
+    this.crashes.push(now);
+    const beyond = this.crashes.length - FREE_RESTARTS;
+    if (beyond <= 0) return 0;
+    return Math.min(MAX_BACKOFF_MS, MIN_BACKOFF_MS * 2 ** (beyond - 1));
+  }
+
+  /** SIGKILLs `child` if it is still the current one, recording why (and whom to blame). */
+  kill(child, reason, culprit) {
+    if (this.child !== child || child.exitCode !== null || child.signalCode !== null) return;
+    this.killReason = reason;
+    this.culprit = culprit;
+    child.kill('SIGKILL');
+  }
+
+  /**
+   * Pings the child on a fresh connection (not queued behind busy keep-alive sockets) and
+   * kills it if the event loop does not answer within PING_TIMEOUT_MS: after a timeout this
+   * tells "slow but alive" from "wedged in a synchronous loop". One ping at a time.
+   */
+  checkAlive(reason, culprit) {
+    const child = this.child;
+    if (!child || !this.listening || this.pinging) return;
+    this.pinging = true;
+    const req = http.request({ socketPath: this.socketPath, path: '/_ctl/ping', agent: false });
+    const timer = setTimeout(() => {
+      req.destroy();
+      this.pinging = false;
+      this.kill(child, reason, culprit);
+    }, PING_TIMEOUT_MS);
+    req.once('response', (res) => {
+      res.resume();
+      clearTimeout(timer);
+      this.pinging = false;
+    });
+    req.once('error', () => {
+      clearTimeout(timer);
+      this.pinging = false; // the child is dead already: its exit handler restarts it
+    });
+    req.end();
+  }
+
+  /**
+   * A JSON control call to the child: resolves {status, body}. Rejects with ChildGoneError if
+   * the child is not running or dies, ControlTimeout after `timeoutMs`.
+   */
+  control(method, urlPath, body, timeoutMs) {
+    if (!this.listening) return Promise.reject(new ChildGoneError('the runtime is not running'));
+    return new Promise((resolve, reject) => {
+      const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+      const headers = payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {};
+      const req = http.request({ socketPath: this.socketPath, agent: this.agent, method, path: urlPath, headers });
+      const timer = setTimeout(() => req.destroy(new ControlTimeout(`no answer within ${timeoutMs} ms`)), timeoutMs);
+      const failed = (err) => {
+        clearTimeout(timer);
+        reject(err instanceof ControlTimeout ? err : new ChildGoneError(err.message));
+      };
+      req.once('error', failed);
+      req.once('response', (res) => {
+        const chunks = [];
+        res.on('data', (chunk) => chunks.push(chunk));
+        res.once('error', failed);
+        res.once('end', () => {
+          clearTimeout(timer);
+          const text = Buffer.concat(chunks).toString('utf8');
+          let parsed;
+          try {
+            parsed = text ? JSON.parse(text) : undefined;
+          } catch {
+            parsed = undefined;
+          }
+          resolve({ status: res.statusCode, body: parsed });
+        });
+      });
+      req.end(payload);
+    });
+  }
+
+  /** Stops the child: SIGTERM (it drains its calls), SIGKILL after `ms`. No restart follows. */
+  stop(ms) {
+    this.stopping = true;
+    clearTimeout(this.restartTimer);
+    const child = this.child;
+    if (!child) return Promise.resolve();
+    return new Promise((resolve) => {
+      const killer = setTimeout(() => child.kill('SIGKILL'), ms);
+      child.once('exit', () => {
+        clearTimeout(killer);
+        resolve();
+      });
+      child.kill('SIGTERM');
+    });
+  }
+}
+
+module.exports = { Supervisor, ChildGoneError, ControlTimeout, PING_TIMEOUT_MS };
