@@ -32,3 +32,13 @@ wait_for() {
     sleep 0.5
   done
 }
+
+# wait_for_quiet SECONDS CMD...: like wait_for, but returns 1 instead of dying.
+wait_for_quiet() {
+  local secs=$1; shift
+  local end=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS >= end)) && return 1
+    sleep 0.5
+  done
+}

@@ -222,6 +222,8 @@ stop_pid() {
 }
 
 cmd_up() {
+  exec 8>"$FNHOOK_STATE/up.lock"
+  flock 8
   "$FNHOOK_ROOT/scripts/install.sh"
   secrets
   # Independent servers start in parallel; Nomad needs Consul.

@@ -82,6 +82,9 @@ install_apt() {
 }
 
 mkdir -p "$FNHOOK_CACHE"
+# One installer at a time per cache (tests may start the servers from several processes).
+exec 9>"$FNHOOK_CACHE/install.lock"
+flock 9
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(apt dynamodb s3 consul nomad)
 for t in "${targets[@]}"; do "install_$t"; done

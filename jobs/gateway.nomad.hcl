@@ -1,0 +1,90 @@
+# fnhook-gateway: HTTP entry point (/v1 to mgmt, /run to runners).
+# Run with: nomad job run -var bin_dir=... -var-file=... jobs/gateway.nomad.hcl (scripts/up.sh does it).
+
+variable "bin_dir" {
+  type        = string
+  description = "Folder holding the fnhook service binaries."
+}
+variable "datacenters" {
+  type    = list(string)
+  default = ["*"]
+}
+variable "build_id" {
+  type        = string
+  default     = "dev"
+  description = "Changes when the binaries change, so that a redeploy restarts the tasks."
+}
+variable "listen" {
+  type    = string
+  default = "127.0.0.1:8080"
+}
+variable "consul_addr" {
+  type    = string
+  default = "127.0.0.1:8500"
+}
+variable "amqp_url" {
+  type    = string
+  default = "amqp://guest:guest@127.0.0.1:5672/"
+}
+variable "dynamodb_endpoint" {
+  type    = string
+  default = "http://127.0.0.1:8000"
+}
+variable "s3_endpoint" {
+  type    = string
+  default = "http://127.0.0.1:7070"
+}
+variable "aws_access_key_id" {
+  type    = string
+  default = ""
+}
+variable "aws_secret_access_key" {
+  type    = string
+  default = ""
+}
+variable "handler_secret" {
+  type        = string
+  description = "Secret the handler derives runner tokens from; the gateway derives the resolve token from it."
+}
+
+job "fnhook-gateway" {
+  type        = "service"
+  datacenters = var.datacenters
+
+  group "gateway" {
+    count = 1    restart {
+      attempts = 10
+      interval = "5m"
+      delay    = "1s"
+      mode     = "delay"
+    }
+
+    task "gateway" {
+      driver = "raw_exec"
+
+      config {
+        command = "${var.bin_dir}/gateway"
+      }
+
+      env {
+        FNHOOK_BUILD                 = var.build_id
+        FNHOOK_LISTEN                = var.listen
+        FNHOOK_CONSUL_ADDR           = var.consul_addr
+        FNHOOK_AMQP_URL              = var.amqp_url
+        FNHOOK_DYNAMODB_ENDPOINT     = var.dynamodb_endpoint
+        FNHOOK_S3_ENDPOINT           = var.s3_endpoint
+        FNHOOK_AWS_ACCESS_KEY_ID     = var.aws_access_key_id
+        FNHOOK_AWS_SECRET_ACCESS_KEY = var.aws_secret_access_key
+        FNHOOK_HANDLER_SECRET        = var.handler_secret
+      }
+
+      kill_timeout = "20s"
+      kill_signal  = "SIGTERM"
+
+      resources {
+        cpu    = 200
+        memory = 256
+      }
+    }
+  }
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Deploys the sample tenant "demo" with the function "hello" (examples/hello.js, which uses
+# the npm module dayjs) through the gateway, calls it, and prints how to call it again.
+source "$(dirname "$0")/common.sh"
+
+GW=${FNHOOK_GATEWAY_URL:-http://127.0.0.1:8080}
+# shellcheck disable=SC1090
+source "$FNHOOK_STATE/secrets.env"
+ADMIN="Authorization: Bearer $FNHOOK_ADMIN_KEY"
+
+# api METHOD PATH [BODY]: prints the answer body; fails on a non-2xx status with the body.
+api() {
+  local out status
+  out=$(curl -sS -w '\n%{http_code}' -X "$1" -H "$ADMIN" -H 'Content-Type: application/json' ${3:+--data-binary "$3"} "$GW$2") \
+    || die "$1 $2: gateway unreachable"
+  status=${out##*$'\n'}
+  out=${out%$'\n'*}
+  [[ $status == 2* ]] || die "$1 $2 answered $status: $out"
+  printf '%s' "$out"
+}
+
+api PUT /v1/tenants/demo '{}' >/dev/null
+body=$(node -e '
+  const fs = require("fs");
+  process.stdout.write(JSON.stringify({
+    code: fs.readFileSync(process.argv[1], "utf8"),
+    dependencies: { dayjs: "^1.11.0" },
+    timeoutMs: 5000,
+  }));' "$FNHOOK_ROOT/examples/hello.js")
+api PUT /v1/tenants/demo/functions/hello "$body" >/dev/null
+log "waiting for function demo/hello to be ready (its module is built once, then shared)"
+ready() { api GET /v1/tenants/demo/functions/hello | grep -q '"status":"ready"'; }
+if ! wait_for_quiet 180 ready; then
+  die "demo/hello did not become ready: $(api GET /v1/tenants/demo/functions/hello)"
+fi
+token_file=$FNHOOK_STATE/demo-token
+if [ ! -s "$token_file" ]; then
+  (umask 077; api POST /v1/tenants/demo/tokens '{}' | sed -n 's/.*"token":"\([^"]*\)".*/\1/p' >"$token_file")
+fi
+
+echo
+echo "Calling the sample function through the gateway:"
+echo "  curl -s '$GW/run/demo/hello?name=fnhook'"
+curl -sS -D /dev/stderr "$GW/run/demo/hello?name=fnhook" 2> >(grep -i '^x-fnhook-cold' >&2)
+echo
+echo
+echo "fnhook is up. Gateway: $GW"
+echo "  Admin key:        FNHOOK_ADMIN_KEY in $FNHOOK_STATE/secrets.env"
+echo "  demo's token:     $token_file (manages /v1/tenants/demo/...)"
+echo "  Call it again:    curl -s '$GW/run/demo/hello?name=you'"
+echo "  Stop everything:  make down"
