@@ -4,6 +4,6 @@ source "$(dirname "$0")/common.sh"
 cd "$FNHOOK_ROOT"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 [ -z "$unformatted" ] || die "gofmt would change: $unformatted"
-go vet ./libs/... ./services/... ./e2e/... ./bench/...
+go vet github.com/fnhook/fnhook/...
 node --check services/handler/runner/*.js
 log "lint ok"
