@@ -1,0 +1,254 @@
+package npm
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// fakeNPM writes an executable "npm" script into a folder the sandbox user can read and
+// returns its path.
+func fakeNPM(t *testing.T, script string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "fake-npm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "npm")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// envDumper is a fake npm that writes its environment and user id where the real one would
+// put node_modules.
+const envDumper = `while [ $# -gt 0 ]; do case "$1" in --prefix) p="$2"; shift;; esac; shift; done
+mkdir -p "$p/node_modules/dump"
+env > "$p/node_modules/dump/env.txt"
+id -u > "$p/node_modules/dump/uid.txt"
+`
+
+func TestInstallEnvironmentIsBuiltFromNothing(t *testing.T) {
+	// The builder's own secrets are in its environment; none may reach npm.
+	t.Setenv("FNHOOK_ADMIN_KEY", "admin-key-that-must-not-leak")
+	t.Setenv("FNHOOK_AWS_SECRET_ACCESS_KEY", "s3-secret-that-must-not-leak")
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDNOTFORNPM")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-that-must-not-leak")
+	t.Setenv("npm_config_registry", "http://evil.invalid/")
+
+	in, err := New(Config{NPM: fakeNPM(t, envDumper), Registry: "https://registry.example.test/",
+		CAFile: "/etc/ssl/certs/extra.pem", Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, err := in.Install(context.Background(), "dayjs", "1.11.13")
+	if err != nil {
+		t.Fatalf("Install: %v", err)
+	}
+	t.Cleanup(func() { ws.Cleanup() })
+	raw, err := os.ReadFile(filepath.Join(ws.Prefix, "node_modules", "dump", "env.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		got[k] = v
+	}
+	want := map[string]string{
+		"HOME":                filepath.Join(ws.Dir, "home"),
+		"npm_config_cache":    filepath.Join(ws.Dir, "cache"),
+		"npm_config_registry": "https://registry.example.test/",
+		"NODE_EXTRA_CA_CERTS": "/etc/ssl/certs/extra.pem",
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("npm's %s = %q, want %q", k, got[k], v)
+		}
+	}
+	if !strings.Contains(got["PATH"], "/usr/bin") {
+		t.Errorf("npm's PATH = %q, want the system folders", got["PATH"])
+	}
+	// The shell adds PWD (and SHLVL/_ in some shells) itself; nothing else may be there.
+	shell := map[string]bool{"PWD": true, "OLDPWD": true, "SHLVL": true, "_": true}
+	for k := range got {
+		if _, ok := want[k]; !ok && k != "PATH" && !shell[k] {
+			t.Errorf("npm got an unexpected variable %s", k)
+		}
+		if strings.HasPrefix(k, "FNHOOK_") || strings.HasPrefix(k, "AWS_") {
+			t.Errorf("npm got the builder's variable %s", k)
+		}
+	}
+	for _, secret := range []string{"admin-key", "s3-secret", "AKIDNOTFORNPM", "aws-secret", "evil.invalid"} {
+		if strings.Contains(string(raw), secret) {
+			t.Errorf("npm's environment holds %q", secret)
+		}
+	}
+
+	uid, err := os.ReadFile(filepath.Join(ws.Prefix, "node_modules", "dump", "uid.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantUID := strconv.Itoa(os.Geteuid())
+	if os.Geteuid() == 0 {
+		nobody, err := user.Lookup("nobody")
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantUID = nobody.Uid
+		if !in.Sandboxed() {
+			t.Error("running as root but not sandboxed")
+		}
+	}
+	if strings.TrimSpace(string(uid)) != wantUID {
+		t.Errorf("npm ran as uid %s, want %s", strings.TrimSpace(string(uid)), wantUID)
+	}
+}
+
+func TestEnv(t *testing.T) {
+	tests := []struct {
+		name   string
+		caFile string
+		want   []string
+	}{
+		{"without CA file", "", []string{"PATH", "HOME", "npm_config_cache", "npm_config_registry"}},
+		{"with CA file", "/ca.pem", []string{"PATH", "HOME", "npm_config_cache", "npm_config_registry", "NODE_EXTRA_CA_CERTS"}},
+	}
+	t.Setenv("FNHOOK_ADMIN_KEY", "x")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "y")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := &Installer{registry: DefaultRegistry, caFile: tt.caFile, path: "/usr/bin:/bin"}
+			env := in.Env("/w")
+			var keys []string
+			for _, kv := range env {
+				k, _, _ := strings.Cut(kv, "=")
+				keys = append(keys, k)
+			}
+			if strings.Join(keys, ",") != strings.Join(tt.want, ",") {
+				t.Fatalf("Env keys = %v, want %v", keys, tt.want)
+			}
+		})
+	}
+}
+
+func TestInstallTimeoutKillsTheProcessGroup(t *testing.T) {
+	// The fake npm starts a grandchild, reports its pid, then hangs.
+	script := `sleep 60 &
+echo "npm error child $!" >&2
+sleep 60
+`
+	in, err := New(Config{NPM: fakeNPM(t, script), Timeout: 700 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = in.Install(context.Background(), "slow", "1.0.0")
+	var f *Failure
+	if !errors.As(err, &f) {
+		t.Fatalf("Install error = %v, want a *Failure", err)
+	}
+	if f.Transient || f.Reason != "timeout" || !strings.Contains(f.Message, "did not finish within") {
+		t.Fatalf("failure = %+v, want a permanent timeout", f)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("Install took %s after a 700ms limit", took)
+	}
+	m := regexp.MustCompile(`child (\d+)`).FindStringSubmatch(f.Message)
+	if m == nil {
+		t.Fatalf("no child pid in %q", f.Message)
+	}
+	pid, _ := strconv.Atoi(m[1])
+	deadline := time.Now().Add(3 * time.Second)
+	for syscall.Kill(pid, 0) == nil && !isZombie(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("grandchild %d still runs after the time limit", pid)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func isZombie(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	_, rest, _ := strings.Cut(string(b), ") ")
+	return strings.HasPrefix(rest, "Z")
+}
+
+func TestInstallScriptFailureIsPermanent(t *testing.T) {
+	script := `while [ $# -gt 0 ]; do case "$1" in --prefix) p="$2"; shift;; esac; shift; done
+echo "npm error code 3" >&2
+echo "npm error path $p/node_modules/badpkg" >&2
+echo "npm error oops something broke" >&2
+exit 3
+`
+	in, err := New(Config{NPM: fakeNPM(t, script), Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = in.Install(context.Background(), "badpkg", "1.0.0")
+	var f *Failure
+	if !errors.As(err, &f) {
+		t.Fatalf("Install error = %v, want a *Failure", err)
+	}
+	want := "npm error code 3\nnpm error path node_modules/badpkg\nnpm error oops something broke"
+	if f.Transient || f.Message != want {
+		t.Fatalf("failure = %+v, want permanent with message %q", f, want)
+	}
+	if strings.Contains(f.Message, os.TempDir()+"/fnhook-build-") {
+		t.Fatalf("message leaks the temporary path: %q", f.Message)
+	}
+}
+
+func TestArgs(t *testing.T) {
+	in := &Installer{retries: 1}
+	got := strings.Join(in.Args("/p", "@scope/pkg", "1.2.3"), " ")
+	want := "install --no-audit --no-fund --omit=dev --no-package-lock --ignore-scripts=false --no-update-notifier " +
+		"--prefix /p --fetch-retries=1 --fetch-retry-mintimeout=1000 --fetch-retry-maxtimeout=10000 @scope/pkg@1.2.3"
+	if got != want {
+		t.Fatalf("Args =\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestSweep(t *testing.T) {
+	work := t.TempDir()
+	in := &Installer{workDir: work}
+	old := filepath.Join(work, "fnhook-build-old")
+	fresh := filepath.Join(work, "fnhook-build-fresh")
+	other := filepath.Join(work, "someone-elses")
+	for _, d := range []string{old, fresh, other} {
+		if err := os.MkdirAll(filepath.Join(d, "prefix"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	long := time.Now().Add(-time.Hour)
+	for _, d := range []string{old, other} {
+		if err := os.Chtimes(d, long, long); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := in.Sweep(10 * time.Minute)
+	if err != nil || n != 1 {
+		t.Fatalf("Sweep = %d, %v; want 1 folder removed", n, err)
+	}
+	for d, want := range map[string]bool{old: false, fresh: true, other: true} {
+		if _, err := os.Stat(d); (err == nil) != want {
+			t.Errorf("%s exists = %v, want %v", d, err == nil, want)
+		}
+	}
+}
