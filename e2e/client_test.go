@@ -111,7 +111,7 @@ func (a *api) waitReady(tenant, fn string, within time.Duration) map[string]any 
 // newTenant creates a tenant with a unique name and deletes it when the test ends.
 func (a *api) newTenant(prefix string) string {
 	name := testinfra.Name(prefix)
-	a.must(200, "PUT", "/v1/tenants/"+name, map[string]any{})
+	a.must(201, "PUT", "/v1/tenants/"+name, map[string]any{})
 	a.t.Cleanup(func() { a.do("DELETE", "/v1/tenants/"+name, nil) })
 	return name
 }

@@ -32,7 +32,7 @@ export NOMAD_VAR_npm_registry
 export NOMAD_VAR_npm_cafile=${NODE_EXTRA_CA_CERTS:-}
 
 for job in mgmt builder handler gateway; do
-  "$NOMAD_BIN" job run -detach "$FNHOOK_ROOT/jobs/$job.nomad.hcl" >/dev/null || die "nomad job run jobs/$job.nomad.hcl failed"
+  out=$("$NOMAD_BIN" job run -detach "$FNHOOK_ROOT/jobs/$job.nomad.hcl" 2>&1) || die "nomad job run jobs/$job.nomad.hcl failed: $out"
 done
 unset NOMAD_VAR_admin_key NOMAD_VAR_handler_secret NOMAD_VAR_aws_secret_access_key
 

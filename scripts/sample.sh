@@ -41,8 +41,11 @@ fi
 echo
 echo "Calling the sample function through the gateway:"
 echo "  curl -s '$GW/run/demo/hello?name=fnhook'"
-curl -sS -D /dev/stderr "$GW/run/demo/hello?name=fnhook" 2> >(grep -i '^x-fnhook-cold' >&2)
-echo
+hdrs=$(mktemp)
+answer=$(curl -sS -D "$hdrs" "$GW/run/demo/hello?name=fnhook") || die "the call failed"
+echo "  $(head -1 "$hdrs" | tr -d '\r')$(grep -qi '^x-fnhook-cold: 1' "$hdrs" && echo ' (cold: this call assigned a runner and loaded the function)')"
+echo "  $answer"
+rm -f "$hdrs"
 echo
 echo "fnhook is up. Gateway: $GW"
 echo "  Admin key:        FNHOOK_ADMIN_KEY in $FNHOOK_STATE/secrets.env"

@@ -4,7 +4,7 @@
 // Unix socket that only the parent talks to:
 //   ANY    /run/{name}[/{rest}][?query]   invoke (headers and body as the caller sent them)
 //   PUT    /_ctl/load                     {name, version, file, format, tenant, configuration,
-//                                          timeoutMs, loadTimeoutMs} -> 200 | 422
+//                                          loadTimeoutMs} -> 200 | 422
 //   DELETE /_ctl/functions/{name}         unload -> 204 | 404
 //   GET    /_ctl/logs/{name}              {lines: [...]}
 //   POST   /_ctl/log                      {fn, level, msg}: add a line (the parent's notes)
@@ -102,6 +102,8 @@ function writeResult(req, res, result, version) {
     throw new InvalidResult('headers must be an object');
   }
   for (const [name, value] of Object.entries(headers || {})) {
+    // x-fnhook-* answer headers are the runner's (e.g. x-fnhook-error, x-fnhook-version).
+    if (name.toLowerCase().startsWith('x-fnhook-')) continue;
     try {
       res.setHeader(name, value);
     } catch (err) {

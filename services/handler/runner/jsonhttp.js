@@ -29,15 +29,37 @@ function sendJson(res, status, value, extraHeaders) {
   res.end(body);
 }
 
-/** Sends the protocol's error body. If the response already started, it is cut instead. */
+/** Header that marks an error answered by the runner itself, not by the function. */
+const ERROR_HEADER = 'x-fnhook-error';
+
+/**
+ * Sends the protocol's error body, with its code also in x-fnhook-error (the gateway tells
+ * the runner's own 404 or 409 from a function's by it). If the response already started, it
+ * is cut instead.
+ */
 function sendError(res, status, code, message, extraHeaders) {
   if (res.headersSent) {
     res.destroy();
     return;
   }
-  // After a 413 the rest of the body is unread: close rather than drain it.
-  if (status === 413) extraHeaders = { ...extraHeaders, connection: 'close' };
-  sendJson(res, status, { error: { code, message } }, extraHeaders);
+  sendJson(res, status, { error: { code, message } }, { ...extraHeaders, [ERROR_HEADER]: code });
+}
+
+/** Most bytes of a refused body that discard() reads before it cuts the connection. */
+const DISCARD_LIMIT = 64 * 1024 * 1024;
+
+/**
+ * Reads and drops the rest of a request body the runner answers without (401, 404, 413...):
+ * closing a socket with unread data resets it, and the client may lose the answer while it is
+ * still sending. A sender that goes on past DISCARD_LIMIT is cut off.
+ */
+function discard(req) {
+  let dropped = 0;
+  req.on('data', (chunk) => {
+    dropped += chunk.length;
+    if (dropped > DISCARD_LIMIT) req.socket.destroy();
+  });
+  req.resume();
 }
 
 /** Sends an HttpError, or a generic 500 for anything else (the cause is not leaked). */
@@ -54,7 +76,7 @@ function readBody(req, limit) {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length']);
     if (declared > limit) {
-      req.resume(); // let the 413 go out; the connection is closed afterwards
+      discard(req);
       reject(new HttpError(413, 'too_large', `request body is larger than ${limit} bytes`));
       return;
     }
@@ -64,7 +86,7 @@ function readBody(req, limit) {
       size += chunk.length;
       if (size > limit) {
         req.off('data', onData);
-        req.resume();
+        discard(req);
         reject(new HttpError(413, 'too_large', `request body is larger than ${limit} bytes`));
         return;
       }
@@ -74,9 +96,10 @@ function readBody(req, limit) {
     req.once('end', () => {
       if (size <= limit) resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size));
     });
-    req.once('error', reject);
+    const aborted = () => reject(new HttpError(400, 'aborted', 'request aborted'));
+    req.once('error', aborted);
     req.once('close', () => {
-      if (!req.complete) reject(new HttpError(400, 'aborted', 'request aborted'));
+      if (!req.complete) aborted();
     });
   });
 }
@@ -96,4 +119,4 @@ async function readJson(req, limit) {
   return value;
 }
 
-module.exports = { HttpError, sendJson, sendError, sendHttpError, readBody, readJson };
+module.exports = { HttpError, discard, sendJson, sendError, sendHttpError, readBody, readJson };

@@ -44,15 +44,86 @@ function detectFormat(code, filename) {
   }
 }
 
-/** The line of `file` an error points at (from its stack), or undefined. */
+/** Escapes `text` for use inside a regular expression. */
+function escapeRegExp(text) {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/**
+ * The line of `file` an error points at, from its stack (a syntax error's first stack line is
+ * "file:LINE"; a runtime error has a frame "at ... file:LINE:COL"), or undefined. ES modules
+ * are named by URL, possibly with the host's "?load=N" suffix.
+ */
 function errorLine(err, file) {
   const stack = err && typeof err.stack === 'string' ? err.stack : '';
-  for (const name of [pathToFileURL(file).href, file]) {
-    const at = stack.indexOf(name + ':');
-    if (at >= 0) {
-      const match = /^:(\d+)/.exec(stack.slice(at + name.length));
-      if (match) return Number(match[1]);
+  const names = `(?:${escapeRegExp(pathToFileURL(file).href)}|${escapeRegExp(file)})`;
+  const match = new RegExp(`${names}(?:\\?[^:\\s]*)?:(\\d+)`).exec(stack);
+  return match ? Number(match[1]) : undefined;
+}
+
+// ES-module-only constructs, matched where a script parse stopped on them (see below).
+const IMPORT_DECLARATION = /^import\s*(?:[\w$*{}\s,]+?\s*from\s*)?(['"])(?:(?!\1)[^\\\n]|\\.)*\1(?:\s*(?:with|assert)\s*\{[^}]*\})?\s*;?/;
+const EXPORT_FROM = /^export\s*(?:\*(?:\s*as\s+[\w$]+)?|\{[^}]*\})\s*from\s*(['"])(?:(?!\1)[^\\\n]|\\.)*\1\s*;?/;
+const EXPORT_LIST = /^export\s*\{[^}]*\}\s*;?/;
+const EXPORT_DEFAULT = /^export\s+default\b/;
+const STRICT = '"use strict";';
+
+/** `text` with `length` characters at `offset` replaced by `replacement` padded with spaces (newlines kept). */
+function overwrite(text, offset, length, replacement = '') {
+  const span = text.slice(offset, offset + length).replace(/[^\n]/g, ' ');
+  return text.slice(0, offset) + replacement + span.slice(replacement.length) + text.slice(offset + length);
+}
+
+/**
+ * Makes the ES-module-only construct at `offset` acceptable to a script parse without moving
+ * any line: import declarations and re-exports are blanked, `export` dropped, `export default`
+ * becomes an assignment, top-level `await` becomes `void`, `import.meta` an identifier. Returns the new
+ * text, or undefined if nothing known starts at `offset`.
+ */
+function neutralize(text, offset) {
+  // V8 points at "meta" in import.meta.
+  if (text.startsWith('import.meta', offset - 7)) return overwrite(text, offset - 7, 11, 'import_meta');
+  const rest = text.slice(offset);
+  const match =
+    IMPORT_DECLARATION.exec(rest) || EXPORT_FROM.exec(rest) || EXPORT_LIST.exec(rest);
+  if (match) return overwrite(text, offset, match[0].length);
+  const exportDefault = EXPORT_DEFAULT.exec(rest);
+  if (exportDefault) return overwrite(text, offset, exportDefault[0].length, '_=');
+  if (/^export\b/.test(rest)) return overwrite(text, offset, 6);
+  if (/^await\b/.test(rest)) {
+    const forAwait = /\bfor\s*$/.test(text.slice(Math.max(0, offset - 20), offset));
+    return overwrite(text, offset, 5, forAwait ? '' : 'void');
+  }
+  return undefined;
+}
+
+/**
+ * Finds the line of a syntax error in ES module code. Node's import() reports such errors
+ * without any position, so the code is parsed as a strict script (this runs nothing), each
+ * ES-module-only construct the parser stops at is neutralised, until the parser stops at an
+ * error with the same `message`. Best effort, bounded: undefined when not found.
+ */
+function locateModuleSyntaxError(code, message) {
+  let text = code;
+  for (let round = 0; round < 64; round++) {
+    let err;
+    try {
+      vm.compileFunction(STRICT + text, [], { filename: 'module' });
+      return undefined;
+    } catch (caught) {
+      err = caught;
     }
+    const where = /^module:(\d+)\n[^\n]*\n([^^\n]*)\^/.exec(String(err && err.stack));
+    if (!where) return undefined;
+    const line = Number(where[1]);
+    if (err.message === message) return line;
+    let column = where[2].length;
+    if (line === 1) column -= STRICT.length;
+    let offset = 0;
+    for (let i = 1; i < line; i++) offset = text.indexOf('\n', offset) + 1;
+    const next = neutralize(text, offset + column);
+    if (next === undefined) return undefined;
+    text = next;
   }
   return undefined;
 }
@@ -71,7 +142,12 @@ function describeLoadError(err, file) {
   text = text.split('\n')[0];
   const dir = path.dirname(file);
   text = text.split(pathToFileURL(dir).href + '/').join('').split(dir + path.sep).join('');
-  const line = errorLine(err, file);
+  let line = errorLine(err, file);
+  if (line === undefined && err instanceof SyntaxError && file.endsWith('.mjs')) {
+    try {
+      line = locateModuleSyntaxError(fs.readFileSync(file, 'utf8'), err.message);
+    } catch {}
+  }
   return line === undefined ? text : `${text} (line ${line})`;
 }
 
@@ -149,6 +225,7 @@ module.exports = {
   detectFormat,
   describeLoadError,
   errorLine,
+  locateModuleSyntaxError,
   moduleDir,
   prepareFunction,
   removeVersion,

@@ -16,7 +16,7 @@ const http = require('node:http');
 const { performance } = require('node:perf_hooks');
 const loader = require('./loader');
 const { ChildGoneError, ControlTimeout } = require('./supervisor');
-const { HttpError, sendJson, sendError, sendHttpError, readJson } = require('./jsonhttp');
+const { HttpError, discard, sendJson, sendError, sendHttpError, readJson } = require('./jsonhttp');
 
 /** Tenant and function names. */
 const NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
@@ -26,6 +26,8 @@ const CONTROL_BODY_LIMIT = 2 * 1024 * 1024;
 const LOAD_TIMEOUT_MS = 10000;
 /** How long a load, unload or logs request waits for a restarting runtime. */
 const READY_WAIT_MS = 10000;
+/** How long a call waits for a restarting runtime before 503 (not counted in its timeout). */
+const RESTART_WAIT_MS = 5000;
 /** Default and largest per-call timeout. */
 const DEFAULT_TIMEOUT_MS = 10000;
 const MAX_TIMEOUT_MS = 2 ** 31 - 1; // setTimeout's limit
@@ -42,13 +44,20 @@ const DROP_REQUEST = new Set(['authorization', 'connection', 'keep-alive', 'prox
 // Response headers the parent frames itself.
 const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'trailer']);
 
-/** The caller's raw headers minus the token, hop-by-hop and internal x-fnhook-* ones. */
+/**
+ * The caller's raw headers minus the runner token, hop-by-hop and internal x-fnhook-* ones.
+ * The gateway moves the webhook sender's own Authorization to x-fnhook-authorization (the
+ * runner token takes its place): the function gets it back as authorization.
+ */
 function forwardHeaders(raw) {
   const out = [];
   for (let i = 0; i < raw.length; i += 2) {
     const lower = raw[i].toLowerCase();
     if (DROP_REQUEST.has(lower)) continue;
-    if (lower.startsWith('x-fnhook-') && lower !== 'x-fnhook-request-id') continue;
+    if (lower.startsWith('x-fnhook-') && lower !== 'x-fnhook-request-id') {
+      if (lower === 'x-fnhook-authorization') out.push('authorization', raw[i + 1]);
+      continue;
+    }
     out.push(raw[i], raw[i + 1]);
   }
   return out;
@@ -129,9 +138,12 @@ class Protocol {
     /** @type {Map<string, FunctionEntry>} */
     this.functions = new Map();
     this.running = new Map(); // function name -> calls in flight
+    this.runs = 0; // calls in flight, all functions
+    this.lastActive = Date.now(); // start, assignment, or end of the last call
     this.inflight = 0; // protocol requests of any kind in flight
     this.drained = null;
     this.notes = new Map(); // function name -> line for its logs once the runtime is back
+    this.cutOff = new Map(); // function name -> when a call of it lost its runtime connection
     this.reloadCrashes = new Map(); // function name -> restarts during its reload in a row
     this.queue = Promise.resolve();
     this.handle = this.handle.bind(this);
@@ -152,7 +164,7 @@ class Protocol {
       return sendJson(res, 200, { state: this.tenant === null ? 'idle' : 'assigned' });
     }
     if (!this.authorized(req)) {
-      req.resume();
+      discard(req);
       return sendError(res, 401, 'unauthorized', 'missing or invalid runner token');
     }
     if (url.startsWith(RUN_PREFIX)) return this.run(req, res, url);
@@ -180,7 +192,7 @@ class Protocol {
       if (method !== 'GET') return this.notAllowed(res, 'GET');
       return this.reply(res, this.logs(name));
     }
-    req.resume();
+    discard(req);
     sendError(res, 404, 'not_found', 'no such endpoint');
   }
 
@@ -197,6 +209,7 @@ class Protocol {
     return crypto.timingSafeEqual(digest(presented), this.tokenDigest);
   }
 
+  /** 405 with the methods a path accepts. */
   notAllowed(res, allow) {
     sendError(res, 405, 'method_not_allowed', `use ${allow}`, { allow });
   }
@@ -227,21 +240,26 @@ class Protocol {
     }
     if (this.tenant !== null) throw new HttpError(409, 'already_assigned', 'this runner is already assigned');
     this.tenant = tenant;
+    this.lastActive = Date.now();
     this.log('info', 'assigned', { tenant });
     return { status: 200, body: { tenant } };
   }
 
-  /** GET /_fnhook/state: what a restarted handler needs to recover its view of this runner. */
+  /**
+   * GET /_fnhook/state: what a restarted handler needs to recover its view of this runner,
+   * and what its idle reaper needs (calls go from the gateway straight here): `idleMs` since
+   * the last call ended (or the assignment) and `inflight` calls.
+   */
   state() {
     const functions = {};
     for (const [name, fn] of this.functions) functions[name] = fn.version;
-    return { tenant: this.tenant, functions };
+    return { tenant: this.tenant, functions, idleMs: Date.now() - this.lastActive, inflight: this.runs };
   }
 
   /** PUT /_fnhook/functions/{name}: writes, links and loads a version; the old one stays on failure. */
   async load(req, name) {
     if (this.tenant === null) {
-      req.resume();
+      discard(req);
       throw new HttpError(409, 'not_assigned', 'assign a tenant before loading functions');
     }
     const spec = validateSpec(await readJson(req, CONTROL_BODY_LIMIT));
@@ -280,7 +298,7 @@ class Protocol {
       }
       this.functions.set(name, entry);
       const loadMs = Math.round((performance.now() - started) * 1000) / 1000;
-      this.log('info', 'function loaded', { fn: name, version: entry.version, format: entry.format, loadMs });
+      this.log('info', 'function loaded', { function: name, version: entry.version, format: entry.format, loadMs });
       // Calls still running the old version may require files next to it for a while.
       if (current) this.removeOldVersionsLater(name, current.timeoutMs);
       return { status: 200, body: { name, version: entry.version, loadMs } };
@@ -328,7 +346,7 @@ class Protocol {
       this.serialize(() => {
         const current = this.functions.get(name);
         loader.removeVersions(this.functionsDir, name, current && current.version);
-      }).catch((err) => this.log('warn', 'removing old versions failed', { fn: name, error: err.message }));
+      }).catch((err) => this.log('warn', 'removing old versions failed', { function: name, error: err.message }));
     }, delay).unref();
   }
 
@@ -343,7 +361,7 @@ class Protocol {
       } catch {
         // A runtime that is down reloads only what this.functions still lists.
       }
-      this.log('info', 'function unloaded', { fn: name, version: current.version });
+      this.log('info', 'function unloaded', { function: name, version: current.version });
       this.removeOldVersionsLater(name, current.timeoutMs);
       return { status: 204 };
     });
@@ -371,7 +389,7 @@ class Protocol {
     const name = url.slice(RUN_PREFIX.length, end);
     const fn = this.functions.get(name);
     if (!fn) {
-      req.resume();
+      discard(req);
       return sendError(res, 404, 'function_not_loaded', `function ${name} is not loaded`);
     }
     const headers = req.headers;
@@ -379,11 +397,11 @@ class Protocol {
     if (minVersion !== undefined) {
       const wanted = Number(minVersion);
       if (!Number.isSafeInteger(wanted)) {
-        req.resume();
+        discard(req);
         return sendError(res, 400, 'invalid_header', 'x-fnhook-min-version must be an integer');
       }
       if (fn.version < wanted) {
-        req.resume();
+        discard(req);
         return sendError(res, 409, 'stale_version', `loaded version ${fn.version} is older than ${wanted}`, {
           'x-fnhook-version': String(fn.version),
         });
@@ -391,7 +409,7 @@ class Protocol {
     }
     const declared = headers['content-length'];
     if (declared !== undefined && Number(declared) > this.maxBody) {
-      req.resume();
+      discard(req);
       return sendError(res, 413, 'too_large', `request body is larger than ${this.maxBody} bytes`);
     }
     this.forward(fn, req, res, url.slice('/_fnhook'.length));
@@ -401,20 +419,25 @@ class Protocol {
   forward(fn, req, res, childPath) {
     const supervisor = this.supervisor;
     const name = fn.name;
+    const version = { 'x-fnhook-version': String(fn.version) };
     let upstream = null;
     let upstreamDone = false;
-    let timedOut = false;
-    let finished = false;
+    let answered = false; // by the parent itself (504, 413): ignore what the child does next
+    let finished = false; // the response is over or the caller is gone
+    let retried = false;
+    const length = req.headers['content-length'];
+    const chunked = req.headers['transfer-encoding'] !== undefined;
+    const bodiless = !chunked && (length === undefined || length === '0');
     this.running.set(name, (this.running.get(name) || 0) + 1);
+    this.runs++;
 
-    const timer = setTimeout(() => {
-      timedOut = true;
-      sendError(res, 504, 'timeout', `the function did not answer within ${fn.timeoutMs} ms`, {
-        'x-fnhook-version': String(fn.version),
-      });
+    let timer = null;
+    const onTimeout = () => {
+      answered = true;
+      sendError(res, 504, 'timeout', `the function did not answer within ${fn.timeoutMs} ms`, version);
       if (upstream) upstream.destroy();
       supervisor.checkAlive(`function ${name} timed out and its runtime stopped answering (a synchronous loop?)`, name);
-    }, fn.timeoutMs);
+    };
 
     res.once('close', () => {
       finished = true;
@@ -422,11 +445,15 @@ class Protocol {
       const left = this.running.get(name) - 1;
       if (left === 0) this.running.delete(name);
       else this.running.set(name, left);
+      this.runs--;
+      this.lastActive = Date.now();
       if (upstream && !upstreamDone) upstream.destroy(); // the caller went away: stop the call
     });
 
     const start = () => {
-      if (timedOut || finished) return;
+      if (answered || finished) return;
+      // The function's time starts when the call reaches it, not while its runtime restarts.
+      if (timer === null) timer = setTimeout(onTimeout, fn.timeoutMs);
       const up = http.request({
         socketPath: supervisor.socketPath,
         agent: supervisor.agent,
@@ -436,7 +463,8 @@ class Protocol {
       });
       upstream = up;
       up.once('response', (upRes) => {
-        if (timedOut || finished) {
+        supervisor.answers++;
+        if (answered || finished) {
           upRes.resume();
           return;
         }
@@ -446,38 +474,59 @@ class Protocol {
         upRes.once('error', () => res.destroy());
         upRes.pipe(res);
       });
-      up.once('error', () => {
-        if (timedOut || finished) return;
-        sendError(res, 502, 'function_crashed', 'the function runtime crashed; it is being restarted', {
-          'x-fnhook-version': String(fn.version),
-        });
+      up.once('error', (err) => {
+        if (answered || finished) return;
+        // Hold new calls until the runtime is known to be alive or has been restarted.
+        supervisor.checkAlive('the runtime stopped answering');
+        if (bodiless && !retried && !up.reusedSocket && (err.code === 'ECONNREFUSED' || err.code === 'ENOENT')) {
+          // Never reached the child (it was just going down) and has no body to replay.
+          retried = true;
+          waitThenStart();
+          return;
+        }
+        // The socket often reports a crash before the child's exit does: remember whom it hit.
+        this.cutOff.set(name, Date.now());
+        sendError(res, 502, 'function_crashed', 'the function runtime crashed; it is being restarted', version);
       });
-      if (req.headers['content-length'] === undefined && req.headers['transfer-encoding'] !== undefined) {
-        this.limitBody(req, res, up);
+      if (bodiless) {
+        // No body: send at once rather than wait for the request's end.
+        req.resume();
+        up.end();
+        return;
+      }
+      if (length === undefined) {
+        // A chunked body declares no length up front: count it as it streams.
+        let size = 0;
+        const count = (chunk) => {
+          size += chunk.length;
+          if (size <= this.maxBody || answered) return;
+          answered = true;
+          req.off('data', count);
+          req.unpipe(up);
+          up.destroy();
+          discard(req);
+          sendError(res, 413, 'too_large', `request body is larger than ${this.maxBody} bytes`);
+        };
+        req.on('data', count);
       }
       req.pipe(up);
     };
+    const waitThenStart = () =>
+      supervisor.whenReady(RESTART_WAIT_MS).then(start, (err) => {
+        if (!answered && !finished) sendHttpError(res, err);
+      });
     if (supervisor.ready) start();
-    else supervisor.whenReady(fn.timeoutMs).then(start, () => {}); // the timer answers 504
-  }
-
-  /** Enforces the body limit on a chunked body, which declares no length up front. */
-  limitBody(req, res, up) {
-    let size = 0;
-    const onData = (chunk) => {
-      size += chunk.length;
-      if (size <= this.maxBody) return;
-      req.off('data', onData);
-      req.unpipe(up);
-      up.destroy();
-      sendError(res, 413, 'too_large', `request body is larger than ${this.maxBody} bytes`);
-    };
-    req.on('data', onData);
+    else waitThenStart();
   }
 
   /** Remembers, for each function the ended runtime was running, a line for its logs. */
   onRuntimeExit({ reason, culprit }) {
     const note = `the runtime restarted: ${reason}`;
+    const recent = Date.now() - 2000;
+    for (const [name, at] of this.cutOff) {
+      if (at >= recent) this.notes.set(name, `${note} (while this function was running)`);
+    }
+    this.cutOff.clear();
     for (const name of this.running.keys()) this.notes.set(name, `${note} (while this function was running)`);
     if (culprit) this.notes.set(culprit, note);
   }
@@ -488,6 +537,10 @@ class Protocol {
    * took the runtime down twice in a row while reloading, is unloaded rather than looped on.
    */
   async reload() {
+    if (!this.warmedUp) {
+      this.warmedUp = true;
+      await this.warmUp();
+    }
     const loaded = new Map();
     for (;;) {
       const pending = [...this.functions.values()].filter((fn) => loaded.get(fn.name) !== fn.version);
@@ -519,13 +572,36 @@ class Protocol {
     }
   }
 
+  /**
+   * Loads, calls and unloads a throwaway CommonJS and ES module function once, before the first
+   * child takes calls: the code paths of a load and a call (in both processes) then run compiled
+   * and warm when the runner, idle in the warm pool until now, gets its first tenant.
+   */
+  async warmUp() {
+    const name = '.warmup'; // function names cannot start with a dot
+    const codes = ['module.exports = async (ctx) => ({ body: ctx.body });', 'export default async (ctx) => ({ body: ctx.body });'];
+    try {
+      for (const [index, code] of codes.entries()) {
+        const version = index + 1;
+        const prepared = loader.prepareFunction({ functionsDir: this.functionsDir, modulesDir: this.modulesDir, name, version, code });
+        await this.loadIntoChild({ name, version, timeoutMs: 1000, configuration: {}, ...prepared });
+        await this.supervisor.control('POST', `/run/${name}/path?q=1`, { warm: true }, READY_WAIT_MS);
+      }
+      await this.supervisor.control('DELETE', `/_ctl/functions/${name}`, undefined, READY_WAIT_MS);
+    } catch (err) {
+      this.log('warn', 'warm-up failed', { error: err.message });
+    } finally {
+      loader.removeVersions(this.functionsDir, name, undefined);
+    }
+  }
+
   /** Unloads a function the runtime cannot hold after a restart. */
   drop(fn, why) {
     if (this.functions.get(fn.name) !== fn) return;
     this.functions.delete(fn.name);
     this.reloadCrashes.delete(fn.name);
     this.notes.set(fn.name, `version ${fn.version} was unloaded: ${why}`);
-    this.log('error', 'function unloaded after a runtime restart', { fn: fn.name, version: fn.version, why });
+    this.log('error', 'function unloaded after a runtime restart', { function: fn.name, version: fn.version, why });
   }
 
   /** Resolves when no protocol request is in flight, or after `ms`. */

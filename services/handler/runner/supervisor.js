@@ -5,6 +5,7 @@
 // timeout, and the restart (with backoff) when the child dies or is killed for being wedged.
 
 const { spawn } = require('node:child_process');
+const fs = require('node:fs');
 const { EventEmitter } = require('node:events');
 const http = require('node:http');
 const path = require('node:path');
@@ -12,6 +13,15 @@ const { HttpError } = require('./jsonhttp');
 
 /** How long a child may take to answer a ping before it counts as wedged and is killed. */
 const PING_TIMEOUT_MS = 200;
+/**
+ * The most a child that does not answer is given while it gets no CPU (a starved node), and
+ * while a load is in flight (requiring a heavy SDK holds the event loop for a few hundred ms).
+ */
+const PING_PATIENCE_MS = 2000;
+/** CPU a child may use in one ping window without answering before it counts as wedged. */
+const WEDGED_CPU_MS = 20;
+/** Length of a clock tick in /proc/<pid>/stat (USER_HZ is 100 on Linux). */
+const CLOCK_TICK_MS = 10;
 /** How long a child may take from spawn to listening on its socket. */
 const START_TIMEOUT_MS = 10000;
 /** Restarts are counted over this window to detect a crash loop. */
@@ -27,6 +37,18 @@ class ChildGoneError extends Error {}
 
 /** A control call got no answer in time. */
 class ControlTimeout extends Error {}
+
+/** CPU time (user + system) a process used so far, in ms, or undefined if /proc cannot tell. */
+function cpuMs(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    // Fields after the ")" that closes the command name; utime and stime are the 12th and 13th.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * CLOCK_TICK_MS;
+  } catch {
+    return undefined;
+  }
+}
 
 /** One line on why a child process ended. */
 function describeExit(code, signal) {
@@ -65,9 +87,13 @@ class Supervisor extends EventEmitter {
     this.agent = null;
     this.child = null;
     this.listening = false; // the child's socket answers (reload may still be running)
-    this.isReady = false; // listening and every function reloaded: calls may go through
+    this.isReady = false; // listening and every function reloaded
+    this.suspect = false; // a liveness ping is pending: hold new calls until it answers
     this.stopping = false;
     this.pinging = false;
+    this.controls = 0; // control calls in flight
+    /** Answers received from the child; the protocol counts them, the liveness check reads them. */
+    this.answers = 0;
     this.killReason = undefined;
     this.culprit = undefined;
     this.crashes = [];
@@ -78,7 +104,7 @@ class Supervisor extends EventEmitter {
 
   /** True when calls can be forwarded to the child. */
   get ready() {
-    return this.isReady;
+    return this.isReady && !this.suspect;
   }
 
   /**
@@ -92,7 +118,7 @@ class Supervisor extends EventEmitter {
 
   /** Resolves when the child is ready; rejects with a 503 HttpError after `ms`. */
   whenReady(ms) {
-    if (this.isReady) return Promise.resolve();
+    if (this.ready) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const waiter = { resolve };
       waiter.timer = setTimeout(() => {
@@ -103,6 +129,7 @@ class Supervisor extends EventEmitter {
     });
   }
 
+  /** Spawns a child and wires its ready line and exit. */
   spawnChild() {
     this.restartTimer = null;
     const args = [`--max-old-space-size=${this.heapMb}`, this.hostPath, this.socketPath, String(this.maxBody)];
@@ -119,6 +146,7 @@ class Supervisor extends EventEmitter {
     this.killReason = undefined;
     this.culprit = undefined;
     this.pinging = false;
+    this.suspect = false;
 
     const startTimer = setTimeout(() => this.kill(child, 'the runtime did not start in time'), START_TIMEOUT_MS);
     let said = '';
@@ -146,7 +174,15 @@ class Supervisor extends EventEmitter {
     });
   }
 
+  /** Runs once the child listens: the start hook (reload), then lets calls through. */
   async afterStart(child) {
+    try {
+      // Opens the first keep-alive connection and warms this side's client code paths.
+      await this.control('GET', '/_ctl/ping', undefined, START_TIMEOUT_MS);
+    } catch {
+      this.kill(child, 'the runtime did not answer after starting'); // its exit restarts it
+      return;
+    }
     try {
       await this.onStart();
     } catch (err) {
@@ -155,6 +191,12 @@ class Supervisor extends EventEmitter {
     if (this.child !== child || !this.listening) return; // died meanwhile; the next spawn retries
     this.isReady = true;
     this.log('info', 'runtime ready', { pid: child.pid });
+    this.release();
+  }
+
+  /** Lets the calls waiting in whenReady() through, if the child is ready. */
+  release() {
+    if (!this.ready) return;
     for (const waiter of this.waiters) {
       clearTimeout(waiter.timer);
       waiter.resolve();
@@ -162,11 +204,13 @@ class Supervisor extends EventEmitter {
     this.waiters.clear();
   }
 
+  /** Handles the end of a child: fails what was in flight, schedules the restart. */
   onExit(child, code, signal) {
     if (this.child !== child) return;
     this.child = null;
     this.isReady = false;
     this.listening = false;
+    this.suspect = false;
     this.agent.destroy(); // calls in flight on it fail now, and get 502 from the protocol
     const reason = this.killReason || describeExit(code, signal);
     const culprit = this.culprit;
@@ -196,24 +240,57 @@ class Supervisor extends EventEmitter {
   }
 
   /**
-   * Pings the child on a fresh connection (not queued behind busy keep-alive sockets) and
-   * kills it if the event loop does not answer within PING_TIMEOUT_MS: after a timeout this
-   * tells "slow but alive" from "wedged in a synchronous loop". One ping at a time.
+   * Pings the child on a fresh connection (not queued behind busy keep-alive sockets) to tell
+   * "slow but alive" from "wedged in a synchronous loop" after a timeout. Every PING_TIMEOUT_MS
+   * without an answer the child is judged: if it answered other calls meanwhile (`answers`
+   * grew) its event loop turns and it is left alone; if it burnt CPU without answering anything
+   * it is wedged and is SIGKILLed; if it got no CPU (a starved node) it is given more time, up
+   * to PING_PATIENCE_MS, so that a busy machine does not cost a tenant its calls in flight.
+   * During a load (a heavy require legitimately holds the loop) CPU use proves nothing, so
+   * only PING_PATIENCE_MS applies. New calls wait for the outcome rather than queue up behind
+   * a loop that is about to be killed. One ping at a time.
    */
   checkAlive(reason, culprit) {
     const child = this.child;
     if (!child || !this.listening || this.pinging) return;
     this.pinging = true;
-    const req = http.request({ socketPath: this.socketPath, path: '/_ctl/ping', agent: false });
-    const timer = setTimeout(() => {
+    this.suspect = true;
+    const started = Date.now();
+    let cpuBefore = cpuMs(child.pid);
+    let answersBefore = this.answers;
+    let timer;
+    const settle = () => {
+      clearTimeout(timer);
       req.destroy();
       this.pinging = false;
-      this.kill(child, reason, culprit);
-    }, PING_TIMEOUT_MS);
+      if (this.child !== child) return;
+      this.suspect = false;
+      this.release();
+    };
+    const judge = () => {
+      if (this.child !== child) return settle();
+      if (this.answers !== answersBefore) return settle(); // busy, not stuck
+      const cpuNow = cpuMs(child.pid);
+      const waited = Date.now() - started;
+      const loading = this.controls > 0;
+      // Answering a ping takes well under a ms of CPU: a child that got WEDGED_CPU_MS and
+      // still did not answer (nor anything else) is running something that does not yield.
+      const spinning = cpuBefore === undefined || cpuNow === undefined || cpuNow - cpuBefore >= WEDGED_CPU_MS;
+      if (waited >= PING_PATIENCE_MS || (!loading && spinning)) {
+        req.destroy();
+        this.pinging = false;
+        this.kill(child, reason, culprit);
+        return;
+      }
+      cpuBefore = cpuNow;
+      answersBefore = this.answers;
+      timer = setTimeout(judge, PING_TIMEOUT_MS);
+    };
+    const req = http.request({ socketPath: this.socketPath, path: '/_ctl/ping', agent: false });
+    timer = setTimeout(judge, PING_TIMEOUT_MS);
     req.once('response', (res) => {
       res.resume();
-      clearTimeout(timer);
-      this.pinging = false;
+      settle();
     });
     req.once('error', () => {
       clearTimeout(timer);
@@ -228,7 +305,8 @@ class Supervisor extends EventEmitter {
    */
   control(method, urlPath, body, timeoutMs) {
     if (!this.listening) return Promise.reject(new ChildGoneError('the runtime is not running'));
-    return new Promise((resolve, reject) => {
+    this.controls++;
+    const call = new Promise((resolve, reject) => {
       const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
       const headers = payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {};
       const req = http.request({ socketPath: this.socketPath, agent: this.agent, method, path: urlPath, headers });
@@ -256,6 +334,9 @@ class Supervisor extends EventEmitter {
       });
       req.end(payload);
     });
+    const done = () => this.controls--;
+    call.then(done, done);
+    return call;
   }
 
   /** Stops the child: SIGTERM (it drains its calls), SIGKILL after `ms`. No restart follows. */

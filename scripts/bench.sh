@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# `make bench` (fnhook#7): brings the suite up if it is not, then runs the benchmark program
+# in bench/ (floor, bridge floor, warm, cold, naive cold, function create), which prints a
+# Markdown table and writes bench/results/latest.json. Exits non-zero when the bench itself
+# fails, not when a target is missed. Knobs: FNHOOK_BENCH_* (docs/performance.md).
+source "$(dirname "$0")/common.sh"
+
+gateway=${FNHOOK_BENCH_GATEWAY:-http://127.0.0.1:8080}
+if ! curl -fs -m 2 "$gateway/healthz" >/dev/null; then
+  log "the gateway does not answer at $gateway: bringing the suite up"
+  "$FNHOOK_ROOT/scripts/infra.sh" up
+  "$FNHOOK_ROOT/scripts/deploy.sh"
+fi
+
+# wrk is optional: the bench's own Go load generator is the reference; wrk is reported beside it.
+if ! command -v wrk >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  log "installing wrk (optional)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1 || log "wrk not installed; the Go load generator alone is used"
+fi
+
+[ -f "$FNHOOK_STATE/secrets.env" ] || die "no $FNHOOK_STATE/secrets.env: run scripts/infra.sh up first"
+# Only the admin key: the bench needs nothing else of the secrets, and gets it through its
+# environment, never on a command line.
+FNHOOK_ADMIN_KEY=$(sed -n 's/^FNHOOK_ADMIN_KEY=//p' "$FNHOOK_STATE/secrets.env")
+[ -n "$FNHOOK_ADMIN_KEY" ] || die "FNHOOK_ADMIN_KEY is not in $FNHOOK_STATE/secrets.env"
+export FNHOOK_ADMIN_KEY FNHOOK_BENCH_GATEWAY=$gateway
+export FNHOOK_MODULES_DIR=${FNHOOK_MODULES_DIR:-$FNHOOK_STATE/modules}
+export FNHOOK_BENCH_OUT=${FNHOOK_BENCH_OUT:-$FNHOOK_ROOT/bench/results/latest.json}
+
+cd "$FNHOOK_ROOT"
+if go work edit -json 2>/dev/null | grep -q '"DiskPath": "./bench"'; then
+  exec go run ./bench
+fi
+# bench/ is not in go.work yet: build it as its own module (its go.mod replaces libs with ../libs).
+GOWORK=off exec go -C bench run .
