@@ -60,7 +60,9 @@ job "fnhook-builder" {
   datacenters = var.datacenters
 
   group "builder" {
-    count = 1    restart {
+    count = 1
+
+    restart {
       attempts = 10
       interval = "5m"
       delay    = "1s"

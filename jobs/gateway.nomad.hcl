@@ -52,7 +52,9 @@ job "fnhook-gateway" {
   datacenters = var.datacenters
 
   group "gateway" {
-    count = 1    restart {
+    count = 1
+
+    restart {
       attempts = 10
       interval = "5m"
       delay    = "1s"

@@ -56,7 +56,9 @@ job "fnhook-mgmt" {
   datacenters = var.datacenters
 
   group "mgmt" {
-    count = 1    restart {
+    count = 1
+
+    restart {
       attempts = 10
       interval = "5m"
       delay    = "1s"
