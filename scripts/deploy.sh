@@ -4,6 +4,7 @@
 # changed is a no-op: Nomad keeps the running allocations.
 source "$(dirname "$0")/common.sh"
 
+"$FNHOOK_ROOT/scripts/infra.sh" sync-runner
 BIN=$FNHOOK_ROOT/bin
 mkdir -p "$BIN"
 log "building services"

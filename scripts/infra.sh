@@ -15,6 +15,7 @@ DYNAMODB_PORT=8000
 S3_PORT=7070
 NOMAD_DATA=$FNHOOK_STATE/nomad/data
 MODULES_DIR=$FNHOOK_STATE/modules
+RUNNER_DIR=$FNHOOK_STATE/runner
 SECRETS=$FNHOOK_STATE/secrets.env
 
 mkdir -p "$FNHOOK_STATE"/{logs,run}
@@ -105,7 +106,7 @@ $(chroot_env)
     read_only = true
   }
   host_volume "fnhook-runner" {
-    path      = "$FNHOOK_ROOT/services/handler/runner"
+    path      = "$RUNNER_DIR"
     read_only = true
   }
 }
@@ -221,11 +222,23 @@ stop_pid() {
   rm -f "$(pidfile "$name")"
 }
 
+# sync_runner copies the runner program of this clone to where the fnhook-runner host volume
+# points, in place (runners that are running keep their bind mount of the folder).
+sync_runner() {
+  mkdir -p "$RUNNER_DIR"
+  local f
+  for f in "$FNHOOK_ROOT"/services/handler/runner/*.js "$FNHOOK_ROOT"/services/handler/runner/package.json; do
+    cmp -s "$f" "$RUNNER_DIR/$(basename "$f")" || install -m 0644 "$f" "$RUNNER_DIR/$(basename "$f")"
+  done
+  chmod 0755 "$RUNNER_DIR"
+}
+
 cmd_up() {
   exec 8>"$FNHOOK_STATE/up.lock"
   flock 8
   "$FNHOOK_ROOT/scripts/install.sh"
   secrets
+  sync_runner
   # Independent servers start in parallel; Nomad needs Consul.
   up_rabbit & local r=$!
   up_dynamo & local d=$!
@@ -272,6 +285,7 @@ case "${1:-}" in
   down) cmd_down ;;
   status) cmd_status ;;
   env) cmd_env ;;
-  start) secrets; shift; for n in "$@"; do "up_$n"; done ;;
+  sync-runner) sync_runner ;;
+  start) secrets; sync_runner; shift; for n in "$@"; do "up_$n"; done ;;
   *) die "usage: $0 up|down|status|env" ;;
 esac

@@ -169,7 +169,7 @@ type call struct {
 	attempt          int
 	replay           []byte // the whole body when it can be replayed, else nil
 	replayable       bool
-	stale            bool // the runner said the route is stale
+	in               *http.Request // the caller's request, to send again on a stale route
 }
 
 type callKey struct{}
@@ -225,7 +225,8 @@ func (g *Gateway) run(c echo.Context) error {
 	cl.route = route
 	ctx, cancel := context.WithTimeout(req.Context(), g.cfg.CallTimeout)
 	defer cancel()
-	g.runProxy.ServeHTTP(c.Response(), req.WithContext(context.WithValue(ctx, callKey{}, cl)))
+	cl.in = req.WithContext(context.WithValue(ctx, callKey{}, cl))
+	g.runProxy.ServeHTTP(c.Response(), cl.in)
 	return nil
 }
 
@@ -316,7 +317,8 @@ func (g *Gateway) runError(w http.ResponseWriter, r *http.Request, err error) {
 		next := *cl
 		next.attempt, next.route = 1, route
 		next.route.Cold = true
-		r2 := r.Clone(context.WithValue(r.Context(), callKey{}, &next))
+		// r is the request as sent to the stale runner: start again from the caller's.
+		r2 := cl.in.Clone(context.WithValue(cl.in.Context(), callKey{}, &next))
 		r2.Body = io.NopCloser(bytes.NewReader(cl.replay))
 		g.runProxy.ServeHTTP(w, r2)
 		return

@@ -18,11 +18,11 @@ type entry struct {
 
 // Cache is a bounded TTL map of routes. It is safe for concurrent use.
 type Cache struct {
-	mu   sync.RWMutex
-	m    map[key]entry
-	max  int
-	ttl  time.Duration
-	now  func() time.Time
+	mu  sync.RWMutex
+	m   map[key]entry
+	max int
+	ttl time.Duration
+	now func() time.Time
 }
 
 // New returns a cache of at most max routes, each kept at most ttl.
