@@ -31,7 +31,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	adminKey := env.Secret("FNHOOK_ADMIN_KEY", 16)
 	registry := env.String("FNHOOK_NPM_REGISTRY", "https://registry.npmjs.org/")
 	node := env.String("FNHOOK_NODE", "node")
-	checkTimeout := env.Duration("FNHOOK_SYNTAX_TIMEOUT", 2*time.Second)
+	checkTimeout := env.Duration("FNHOOK_SYNTAX_TIMEOUT", 5*time.Second)
 	converge := env.Duration("FNHOOK_CONVERGE_INTERVAL", 30*time.Second)
 	d := fnhook.DefaultLimits
 	defaults := fnhook.Limits{

@@ -38,7 +38,7 @@ type Checker struct {
 // Options configure a Checker; zero fields take the defaults in parentheses.
 type Options struct {
 	Node     string        // the node binary ("node" on PATH)
-	Timeout  time.Duration // bound of one node run (2 s)
+	Timeout  time.Duration // bound of one node run (5 s)
 	Parallel int           // concurrent node processes (4)
 }
 
@@ -52,7 +52,7 @@ func New(o Options) (*Checker, error) {
 		return nil, fmt.Errorf("node binary %q: %w", o.Node, err)
 	}
 	if o.Timeout <= 0 {
-		o.Timeout = 2 * time.Second
+		o.Timeout = 5 * time.Second
 	}
 	if o.Parallel <= 0 {
 		o.Parallel = 4
