@@ -1,0 +1,186 @@
+# The runner job template: one warm runner, its own Nomad job (SPEC section 7).
+#
+# services/handler registers one job per runner from this file: it parses it through the
+# Nomad API (POST /v1/jobs/parse) with the variables below and registers the result. One
+# job per runner, not one job with a count, so the handler alone picks which runner ends
+# (hashicorp/nomad#7876). Never restarted or rescheduled: a task restarted in place keeps
+# its alloc directory, which may hold tenant code; the handler starts a fresh runner instead.
+#
+# The client must offer the host volumes "fnhook-runner" (services/handler/runner) and
+# "fnhook-modules" (the node's module cache), CNI bridge networking, and a minimal
+# client.chroot_env (node and its libraries only: no shell); scripts/infra.sh writes such
+# a client configuration.
+
+variable "job_id" {
+  type        = string
+  description = "The job's id: <prefix>-<node8>-<random>."
+}
+
+variable "node_id" {
+  type        = string
+  description = "The Nomad node the runner must run on: the handler's own node."
+}
+
+variable "token" {
+  type        = string
+  description = "The runner token, hex(HMAC-SHA256(handler secret, job_id))."
+}
+
+variable "datacenters" {
+  type    = list(string)
+  default = ["*"]
+}
+
+variable "size_class" {
+  type        = string
+  default     = "default"
+  description = "The size class (warm pool) this runner belongs to."
+}
+
+variable "memory_mb" {
+  type        = number
+  default     = 256
+  description = "Hard memory limit of the whole runner (parent and tenant child)."
+}
+
+variable "heap_mb" {
+  type        = number
+  default     = 128
+  description = "V8 old-space limit of the child that runs tenant code."
+}
+
+variable "cpu_mhz" {
+  type    = number
+  default = 100
+}
+
+variable "priority" {
+  type    = number
+  default = 50
+}
+
+job "fnhook-runner" {
+  id          = var.job_id
+  name        = var.job_id
+  type        = "service"
+  datacenters = var.datacenters
+  priority    = var.priority
+
+  meta {
+    fnhook_role       = "runner"
+    fnhook_job        = var.job_id
+    fnhook_node       = var.node_id
+    fnhook_size_class = var.size_class
+  }
+
+  constraint {
+    attribute = "${node.unique.id}"
+    value     = var.node_id
+  }
+
+  # No deployment to watch: a runner is ready when the handler says so.
+  update {
+    max_parallel = 0
+  }
+
+  group "runner" {
+    count = 1
+
+    restart {
+      attempts = 0
+      mode     = "fail"
+    }
+
+    reschedule {
+      attempts  = 0
+      unlimited = false
+    }
+
+    # Its own network namespace; the handler and the gateway reach it only through the
+    # port mapped on the agent's network interface (127.0.0.1 locally).
+    network {
+      mode = "bridge"
+      port "http" {
+        to = 8080
+      }
+    }
+
+    volume "runner" {
+      type      = "host"
+      source    = "fnhook-runner"
+      read_only = true
+    }
+
+    volume "modules" {
+      type      = "host"
+      source    = "fnhook-modules"
+      read_only = true
+    }
+
+    ephemeral_disk {
+      size = 150
+    }
+
+    service {
+      name     = "fnhook-runner"
+      port     = "http"
+      provider = "consul"
+      tags     = ["fnhook-runner", var.size_class]
+
+      meta {
+        job  = var.job_id
+        node = var.node_id
+      }
+
+      check {
+        type     = "http"
+        path     = "/healthz"
+        interval = "5s"
+        timeout  = "2s"
+      }
+    }
+
+    task "runner" {
+      driver = "exec"
+      user   = "nobody"
+
+      config {
+        command = "/usr/bin/node"
+        args    = ["/runner/main.js"]
+      }
+
+      volume_mount {
+        volume      = "runner"
+        destination = "/runner"
+        read_only   = true
+      }
+
+      volume_mount {
+        volume      = "modules"
+        destination = "/modules"
+        read_only   = true
+      }
+
+      # The runner reads these once and clears its environment; tenant code gets an
+      # environment built from nothing.
+      env {
+        FNHOOK_RUNNER_TOKEN   = var.token
+        FNHOOK_RUNNER_PORT    = "8080"
+        FNHOOK_RUNNER_MODULES = "/modules"
+        FNHOOK_RUNNER_HEAP_MB = "${var.heap_mb}"
+      }
+
+      resources {
+        cpu    = var.cpu_mhz
+        memory = var.memory_mb
+      }
+
+      kill_timeout = "6s"
+
+      logs {
+        max_files     = 2
+        max_file_size = 5
+      }
+    }
+  }
+}

@@ -1,0 +1,143 @@
+// Command handler owns the runners of one Nomad client node: it keeps a warm pool of
+// generic runners (one Nomad job each), assigns one to each tenant for life, keeps the
+// node's module cache, loads function code into runners, and answers the gateway's
+// resolves. One handler runs per node (a Nomad system job).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	nomad "github.com/hashicorp/nomad/api"
+	"golang.org/x/sync/errgroup"
+
+	fnhook "github.com/fnhook/fnhook/libs"
+	"github.com/fnhook/fnhook/libs/blob"
+	"github.com/fnhook/fnhook/libs/config"
+	"github.com/fnhook/fnhook/libs/discovery"
+	"github.com/fnhook/fnhook/libs/logging"
+	"github.com/fnhook/fnhook/libs/queue"
+	"github.com/fnhook/fnhook/libs/runnerapi"
+	"github.com/fnhook/fnhook/libs/server"
+	"github.com/fnhook/fnhook/libs/store"
+	"github.com/fnhook/fnhook/services/handler/modcache"
+	"github.com/fnhook/fnhook/services/handler/pool"
+	"github.com/fnhook/fnhook/services/handler/resolveapi"
+	"github.com/fnhook/fnhook/services/handler/resolver"
+	"github.com/fnhook/fnhook/services/handler/runnerjob"
+)
+
+func main() { server.Main(run) }
+
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	env := config.New(getenv)
+	// FNHOOK_SERVICE_NAME lets tests register as something other than the platform's
+	// fnhook-handler, so a running gateway never routes tenants to them.
+	common := config.LoadCommon(env, env.String("FNHOOK_SERVICE_NAME", "handler"), "127.0.0.1:8082")
+	secret := env.Secret("FNHOOK_HANDLER_SECRET", 16)
+	nomadAddr := env.String("FNHOOK_NOMAD_ADDR", "http://127.0.0.1:4646")
+	nomadToken := env.String("FNHOOK_NOMAD_TOKEN", "")
+	nodeID := env.String("FNHOOK_NODE_ID", "")
+	modulesDir := env.String("FNHOOK_MODULES_DIR", filepath.Join(getenv("HOME"), ".cache", "fnhook", "state", "modules"))
+	moduleMaxMB := env.Int("FNHOOK_MODULE_MAX_MB", 1024, 1, 1<<20)
+	jobFile := env.String("FNHOOK_RUNNER_JOB_FILE", "")
+	jobPrefix := env.String("FNHOOK_RUNNER_JOB_PREFIX", "fnhook-runner")
+	datacenters := strings.Split(env.String("FNHOOK_RUNNER_DATACENTERS", "*"), ",")
+	memoryMB := env.Int("FNHOOK_RUNNER_MEMORY_MB", 256, 64, 1<<20)
+	cpuMHz := env.Int("FNHOOK_RUNNER_CPU_MHZ", 100, 10, 1<<20)
+	poolCfg := pool.Config{
+		Secret:       secret,
+		MinIdle:      env.Int("FNHOOK_POOL_MIN_IDLE", 2, 0, 1024),
+		MaxRunners:   env.Int("FNHOOK_POOL_MAX_RUNNERS", 16, 1, 4096),
+		IdleTimeout:  env.Duration("FNHOOK_IDLE_TIMEOUT", 10*time.Minute),
+		AssignWait:   env.Duration("FNHOOK_ASSIGN_WAIT", 20*time.Second),
+		StartTimeout: env.Duration("FNHOOK_RUNNER_START_TIMEOUT", 90*time.Second),
+	}
+	exchange := env.String("FNHOOK_EVENTS_EXCHANGE", fnhook.EventsExchange)
+	if err := env.Err(); err != nil {
+		return err
+	}
+	log := logging.New(stdout, common.Service, common.LogLevel)
+
+	consul, err := discovery.New(ctx, common.ConsulAddr)
+	if err != nil {
+		return fmt.Errorf("FNHOOK_CONSUL_ADDR: %w", err)
+	}
+	db, err := store.Open(ctx, store.Config{Endpoint: common.DynamoDB, Region: common.Region,
+		AccessKey: common.AWSAccessKey, SecretKey: common.AWSSecretKey, Table: common.Table})
+	if err != nil {
+		return fmt.Errorf("FNHOOK_DYNAMODB_ENDPOINT: %w", err)
+	}
+	blobs, err := blob.Open(ctx, blob.Config{Endpoint: common.S3Endpoint, Region: common.Region,
+		AccessKey: common.AWSAccessKey, SecretKey: common.AWSSecretKey, Bucket: common.Bucket})
+	if err != nil {
+		return fmt.Errorf("FNHOOK_S3_ENDPOINT: %w", err)
+	}
+	nc, err := nomad.NewClient(&nomad.Config{Address: nomadAddr, SecretID: nomadToken})
+	if err != nil {
+		return fmt.Errorf("FNHOOK_NOMAD_ADDR: %w", err)
+	}
+	if nodeID == "" {
+		if nodeID, err = runnerjob.NodeID(ctx, nc); err != nil {
+			return fmt.Errorf("FNHOOK_NODE_ID: %w", err)
+		}
+	}
+	if jobFile == "" {
+		if jobFile, err = runnerjob.FindTemplate(); err != nil {
+			return err
+		}
+	}
+	template, err := os.ReadFile(jobFile)
+	if err != nil {
+		return fmt.Errorf("FNHOOK_RUNNER_JOB_FILE: %w", err)
+	}
+
+	srv := server.New(common.Service, log)
+	jobs, err := runnerjob.New(ctx, nc, runnerjob.Config{
+		Template: string(template), Prefix: jobPrefix, NodeID: nodeID, Datacenters: datacenters,
+		SizeClass: "default", MemoryMB: memoryMB, HeapMB: max(16, memoryMB/2), CPUMHz: cpuMHz,
+	}, log)
+	if err != nil {
+		return fmt.Errorf("FNHOOK_RUNNER_JOB_FILE %s: %w", jobFile, err)
+	}
+	cache, err := modcache.New(modulesDir, blobs, db, modcache.Limits{MaxBytes: int64(moduleMaxMB) << 20, MaxEntries: 200000}, log, srv.Registry)
+	if err != nil {
+		return fmt.Errorf("FNHOOK_MODULES_DIR: %w", err)
+	}
+	runners := runnerapi.New(nil)
+	runnerPool := pool.New(poolCfg, jobs, runners, log, srv.Registry)
+	existing, err := jobs.List(ctx)
+	if err != nil {
+		return fmt.Errorf("FNHOOK_NOMAD_ADDR: %w", err)
+	}
+	runnerPool.Recover(existing)
+	res := resolver.New(db, cache, runnerPool, runners, log, srv.Registry)
+
+	q, err := queue.Dial(ctx, common.AMQPURL, queue.Names{
+		Exchange: exchange, BuildQueue: queue.DefaultNames.BuildQueue, BuildDLQ: queue.DefaultNames.BuildDLQ,
+	}, log)
+	if err != nil {
+		return fmt.Errorf("FNHOOK_AMQP_URL: %w", err)
+	}
+	defer q.Close()
+
+	srv.Ready = func(ctx context.Context) error {
+		return errors.Join(runnerPool.Ready(), q.Ping(ctx))
+	}
+	resolveapi.Mount(srv.Echo, res, secret)
+	log.Info("handler starting", "node", nodeID, "job_prefix", jobs.JobPrefix(), "modules_dir", modulesDir,
+		"job_file", jobFile, "min_idle", poolCfg.MinIdle, "max_runners", poolCfg.MaxRunners, "recovered", len(existing))
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { runnerPool.Run(gctx); return nil })
+	g.Go(func() error { jobs.Watch(gctx, runnerPool.Observe, runnerPool.Resync); return nil })
+	g.Go(func() error { return res.Consume(gctx, q) })
+	g.Go(func() error { return srv.Serve(gctx, common, consul, map[string]string{"node": nodeID}) })
+	return g.Wait()
+}

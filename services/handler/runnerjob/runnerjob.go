@@ -1,0 +1,431 @@
+// Package runnerjob runs warm runners as Nomad jobs: one job per runner, made from the job
+// template (jobs/runner.nomad.hcl) parsed by the Nomad API with per-runner variables. It
+// registers and stops those jobs, lists the ones a handler owns, and reports their
+// allocations from Nomad's event stream.
+package runnerjob
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	nomad "github.com/hashicorp/nomad/api"
+)
+
+// PortLabel is the port of the runner group that the runner listens on.
+const PortLabel = "http"
+
+// Config describes the runners a handler starts.
+type Config struct {
+	// Template is the HCL2 text of the runner job.
+	Template string
+	// Prefix starts every runner job id: <Prefix>-<node8>-<random>.
+	Prefix string
+	// NodeID is the Nomad node the runners are pinned to (the handler's own).
+	NodeID      string
+	Datacenters []string
+	// SizeClass, MemoryMB, HeapMB and CPUMHz describe the one size class of the pool.
+	SizeClass string
+	MemoryMB  int
+	HeapMB    int
+	CPUMHz    int
+}
+
+// Alloc is what the handler needs to know about a runner's allocation.
+type Alloc struct {
+	ID string
+	// Address is host:port of the runner's mapped port; empty until Nomad placed it.
+	Address string
+	// ClientStatus is Nomad's (pending, running, complete, failed, lost).
+	ClientStatus string
+	// Terminal is true once the allocation stopped or is told to stop.
+	Terminal bool
+}
+
+// Job is a runner job found on Nomad.
+type Job struct {
+	ID string
+	// Alloc is its live allocation, if any.
+	Alloc *Alloc
+	// Dead is true when the job is stopped or finished (left for purging).
+	Dead bool
+}
+
+// Nomad registers and watches runner jobs. It is safe for concurrent use.
+type Nomad struct {
+	c      *nomad.Client
+	cfg    Config
+	log    *slog.Logger
+	prefix string
+
+	purges sync.WaitGroup
+	slots  chan struct{} // bounds the background purges
+}
+
+// New returns a Nomad for cfg and checks the template by parsing it once through the
+// Nomad API, so a broken template stops the handler at start with the parser's message.
+func New(ctx context.Context, c *nomad.Client, cfg Config, log *slog.Logger) (*Nomad, error) {
+	if len(cfg.NodeID) < 8 {
+		return nil, fmt.Errorf("runner jobs: node id %q is too short", cfg.NodeID)
+	}
+	n := &Nomad{c: c, cfg: cfg, log: log, prefix: cfg.Prefix + "-" + cfg.NodeID[:8] + "-", slots: make(chan struct{}, 32)}
+	job, err := n.parse(ctx, n.prefix+"check", "check")
+	if err != nil {
+		return nil, err
+	}
+	n.describe(job)
+	return n, nil
+}
+
+// JobPrefix is what the ids of this handler's runner jobs start with.
+func (n *Nomad) JobPrefix() string { return n.prefix }
+
+// NewJobID returns a fresh runner job id.
+func (n *Nomad) NewJobID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return n.prefix + hex.EncodeToString(b[:])
+}
+
+// Register parses the template with the runner's variables and registers the job.
+func (n *Nomad) Register(ctx context.Context, jobID, token string) error {
+	job, err := n.parse(ctx, jobID, token)
+	if err != nil {
+		return err
+	}
+	if _, _, err := n.c.Jobs().Register(job, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("register runner job %s: %w", jobID, err)
+	}
+	return nil
+}
+
+// Deregister stops the job. In the background it then waits until its allocations are
+// complete and purges it: purging at once would drop the allocations from the server's
+// view while the client is still stopping them.
+func (n *Nomad) Deregister(ctx context.Context, jobID string) error {
+	if _, _, err := n.c.Jobs().Deregister(jobID, false, (&nomad.WriteOptions{}).WithContext(ctx)); err != nil {
+		if isNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("stop runner job %s: %w", jobID, err)
+	}
+	select {
+	case n.slots <- struct{}{}:
+	default:
+		return nil // too many purges waiting: Nomad's own GC collects this one
+	}
+	n.purges.Add(1)
+	go func() {
+		defer func() { <-n.slots; n.purges.Done() }()
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 90*time.Second)
+		defer cancel()
+		if err := n.waitStopped(pctx, jobID); err != nil {
+			n.log.Warn("runner job did not stop in time; not purged", "job", jobID, "err", err)
+			return
+		}
+		if _, _, err := n.c.Jobs().Deregister(jobID, true, (&nomad.WriteOptions{}).WithContext(pctx)); err != nil && !isNotFound(err) {
+			n.log.Warn("purge runner job", "job", jobID, "err", err)
+		}
+	}()
+	return nil
+}
+
+// Purge stops and purges the job at once (tests and cleanup).
+func (n *Nomad) Purge(ctx context.Context, jobID string) error {
+	_, _, err := n.c.Jobs().Deregister(jobID, true, (&nomad.WriteOptions{}).WithContext(ctx))
+	if err != nil && !isNotFound(err) {
+		return err
+	}
+	return nil
+}
+
+// Wait blocks until the background purges are over (they stop within 90 s).
+func (n *Nomad) Wait() { n.purges.Wait() }
+
+// waitStopped waits with blocking queries until no allocation of the job is running.
+func (n *Nomad) waitStopped(ctx context.Context, jobID string) error {
+	var index uint64
+	for {
+		q := (&nomad.QueryOptions{WaitIndex: index, WaitTime: 30 * time.Second}).WithContext(ctx)
+		allocs, meta, err := n.c.Jobs().Allocations(jobID, true, q)
+		if err != nil {
+			if isNotFound(err) {
+				return nil
+			}
+			return err
+		}
+		live := false
+		for _, a := range allocs {
+			switch a.ClientStatus {
+			case nomad.AllocClientStatusComplete, nomad.AllocClientStatusFailed, nomad.AllocClientStatusLost:
+			default:
+				live = true
+			}
+		}
+		if !live {
+			return nil
+		}
+		index = meta.LastIndex
+	}
+}
+
+// List returns this handler's runner jobs with their live allocation.
+func (n *Nomad) List(ctx context.Context) ([]Job, error) {
+	stubs, _, err := n.c.Jobs().List((&nomad.QueryOptions{Prefix: n.prefix}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("list runner jobs: %w", err)
+	}
+	var out []Job
+	for _, s := range stubs {
+		if !strings.HasPrefix(s.ID, n.prefix) {
+			continue
+		}
+		j := Job{ID: s.ID, Dead: s.Stop || s.Status == "dead"}
+		if !j.Dead {
+			a, err := n.Alloc(ctx, s.ID)
+			if err != nil {
+				return nil, err
+			}
+			j.Alloc = a
+		}
+		out = append(out, j)
+	}
+	return out, nil
+}
+
+// Alloc returns the job's newest allocation, or nil when it has none yet.
+func (n *Nomad) Alloc(ctx context.Context, jobID string) (*Alloc, error) {
+	allocs, _, err := n.c.Jobs().Allocations(jobID, false, (&nomad.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("allocations of %s: %w", jobID, err)
+	}
+	var best *nomad.AllocationListStub
+	for _, a := range allocs {
+		if best == nil || a.CreateIndex > best.CreateIndex {
+			best = a
+		}
+	}
+	if best == nil {
+		return nil, nil
+	}
+	// The list leaves out the allocated ports: read the allocation itself.
+	a, _, err := n.c.Allocations().Info(best.ID, (&nomad.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("allocation %s of %s: %w", best.ID, jobID, err)
+	}
+	return &Alloc{
+		ID: a.ID, Address: address(a.AllocatedResources), ClientStatus: a.ClientStatus,
+		Terminal: terminal(a.ClientStatus, a.DesiredStatus),
+	}, nil
+}
+
+// Watch reads Nomad's event stream of allocations and calls fn for every change to an
+// allocation of this handler's runner jobs, until ctx ends. After a broken stream it
+// resumes from the last index it saw; onResume is called then (events may have been
+// missed, so the caller re-checks what it waits for).
+func (n *Nomad) Watch(ctx context.Context, fn func(jobID string, a Alloc), onResume func()) {
+	var index uint64
+	backoff := 250 * time.Millisecond
+	for ctx.Err() == nil {
+		sctx, cancel := context.WithCancel(ctx)
+		events, err := n.c.EventStream().Stream(sctx, map[nomad.Topic][]string{nomad.TopicAllocation: {"*"}}, index, &nomad.QueryOptions{})
+		if err == nil {
+			if index != 0 && onResume != nil {
+				onResume()
+			}
+			for evs := range events {
+				if evs.Err != nil {
+					err = evs.Err
+					break
+				}
+				if evs.IsHeartbeat() {
+					continue
+				}
+				backoff = 250 * time.Millisecond
+				index = evs.Index
+				for i := range evs.Events {
+					a, derr := evs.Events[i].Allocation()
+					if derr != nil || a == nil || !strings.HasPrefix(a.JobID, n.prefix) {
+						continue
+					}
+					fn(a.JobID, Alloc{
+						ID: a.ID, Address: address(a.AllocatedResources), ClientStatus: a.ClientStatus,
+						Terminal: terminal(a.ClientStatus, a.DesiredStatus),
+					})
+				}
+			}
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		n.log.Warn("nomad event stream broke; resuming", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (n *Nomad) parse(ctx context.Context, jobID, token string) (*nomad.Job, error) {
+	vars := variables(map[string]any{
+		"job_id":      jobID,
+		"node_id":     n.cfg.NodeID,
+		"token":       token,
+		"datacenters": n.cfg.Datacenters,
+		"size_class":  n.cfg.SizeClass,
+		"memory_mb":   n.cfg.MemoryMB,
+		"heap_mb":     n.cfg.HeapMB,
+		"cpu_mhz":     n.cfg.CPUMHz,
+	})
+	_ = ctx // ParseHCLOpts takes no context; the client's own timeout bounds it.
+	job, err := n.c.Jobs().ParseHCLOpts(&nomad.JobsParseRequest{JobHCL: n.cfg.Template, Variables: vars, Canonicalize: false})
+	if err != nil {
+		return nil, fmt.Errorf("parse the runner job template: %w", err)
+	}
+	if job.ID == nil || *job.ID != jobID {
+		return nil, fmt.Errorf("the runner job template must set id = var.job_id (got %v)", job.ID)
+	}
+	return job, nil
+}
+
+// describe logs what the template asks of the client, once, so an operator sees it.
+func (n *Nomad) describe(job *nomad.Job) {
+	for _, tg := range job.TaskGroups {
+		var netMode string
+		for _, nw := range tg.Networks {
+			netMode = nw.Mode
+		}
+		for _, t := range tg.Tasks {
+			var vols []string
+			for _, vm := range t.VolumeMounts {
+				if vm.Volume != nil && vm.Destination != nil {
+					vols = append(vols, *vm.Volume+"->"+*vm.Destination)
+				}
+			}
+			n.log.Info("runner job template", "driver", t.Driver, "user", t.User, "network", netMode,
+				"volumes", strings.Join(vols, ","), "command", fmt.Sprint(t.Config["command"]), "args", fmt.Sprint(t.Config["args"]),
+				"memory_mb", n.cfg.MemoryMB, "cpu_mhz", n.cfg.CPUMHz, "job_prefix", n.prefix)
+		}
+	}
+}
+
+// variables writes an HCL variables file. Strings are quoted with template sequences
+// escaped, so no value can inject HCL.
+func variables(vars map[string]any) string {
+	var b strings.Builder
+	for k, v := range vars {
+		b.WriteString(k)
+		b.WriteString(" = ")
+		switch v := v.(type) {
+		case string:
+			b.WriteString(hclString(v))
+		case int:
+			b.WriteString(strconv.Itoa(v))
+		case []string:
+			b.WriteString("[")
+			for i, s := range v {
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				b.WriteString(hclString(s))
+			}
+			b.WriteString("]")
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+func hclString(s string) string {
+	q := strconv.Quote(s)
+	q = strings.ReplaceAll(q, "${", "$${")
+	return strings.ReplaceAll(q, "%{", "%%{")
+}
+
+func address(r *nomad.AllocatedResources) string {
+	if r == nil {
+		return ""
+	}
+	for _, p := range r.Shared.Ports {
+		if p.Label == PortLabel && p.Value > 0 {
+			host := p.HostIP
+			if host == "" || host == "0.0.0.0" {
+				host = "127.0.0.1"
+			}
+			return net.JoinHostPort(host, strconv.Itoa(p.Value))
+		}
+	}
+	return ""
+}
+
+func terminal(client, desired string) bool {
+	switch client {
+	case nomad.AllocClientStatusComplete, nomad.AllocClientStatusFailed, nomad.AllocClientStatusLost:
+		return true
+	}
+	return desired == nomad.AllocDesiredStatusStop || desired == nomad.AllocDesiredStatusEvict
+}
+
+func isNotFound(err error) bool {
+	var ue nomad.UnexpectedResponseError
+	return errors.As(err, &ue) && ue.StatusCode() == 404
+}
+
+// NodeID returns the id of the node of the local Nomad agent: its client's node id, or
+// the only node of the cluster.
+func NodeID(ctx context.Context, c *nomad.Client) (string, error) {
+	self, err := c.Agent().Self()
+	if err == nil {
+		if id := self.Stats["client"]["node_id"]; id != "" {
+			return id, nil
+		}
+	}
+	nodes, _, lerr := c.Nodes().List((&nomad.QueryOptions{}).WithContext(ctx))
+	if lerr != nil {
+		return "", fmt.Errorf("find the local nomad node: %w", errors.Join(err, lerr))
+	}
+	if len(nodes) != 1 {
+		return "", fmt.Errorf("find the local nomad node: the agent is no client and the cluster has %d nodes; set FNHOOK_NODE_ID", len(nodes))
+	}
+	return nodes[0].ID, nil
+}
+
+// FindTemplate returns the path of jobs/runner.nomad.hcl: in the folder of the binary or
+// above it, else in the working directory or above it (jobs/ is a fixed folder of the
+// repository).
+func FindTemplate() (string, error) {
+	var starts []string
+	if exe, err := os.Executable(); err == nil {
+		starts = append(starts, filepath.Dir(exe))
+	}
+	if wd, err := os.Getwd(); err == nil {
+		starts = append(starts, wd)
+	}
+	for _, dir := range starts {
+		for {
+			p := filepath.Join(dir, "jobs", "runner.nomad.hcl")
+			if _, err := os.Stat(p); err == nil {
+				return p, nil
+			}
+			parent := filepath.Dir(dir)
+			if parent == dir {
+				break
+			}
+			dir = parent
+		}
+	}
+	return "", errors.New("jobs/runner.nomad.hcl not found above the binary or the working directory; set FNHOOK_RUNNER_JOB_FILE")
+}
