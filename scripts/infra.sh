@@ -95,6 +95,8 @@ client {
   enabled           = true
   network_interface = "lo"
   cni_path          = "/usr/lib/cni"
+  # Map runner ports on the host address (127.0.0.1) only, not on every local address.
+  bind_wildcard_default_host_network = false
   options = {
     "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean"
   }
@@ -122,7 +124,7 @@ EOC
 }
 
 up_nomad() {
-  if nomad_ok; then return 0; fi
+  if nomad_ok; then isolate_runners; return 0; fi
   if running nomad; then
     wait_for nomad 60 nomad_ok
     return 0
@@ -131,6 +133,7 @@ up_nomad() {
   log "starting nomad"
   nomad_config
   # The agent's environment is handed to every exec task: start it with nothing in it.
+  isolate_runners
   start nomad "$NOMAD_BIN" agent -config "$FNHOOK_STATE/nomad/agent.hcl"
   wait_for nomad 90 nomad_ok
 }
@@ -138,7 +141,7 @@ up_nomad() {
 up_rabbit() {
   rabbit_ok && return 0
   log "starting rabbitmq"
-  START_ENV="HOME=/var/lib/rabbitmq" start rabbitmq rabbitmq-server
+  START_ENV="HOME=/var/lib/rabbitmq RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 ERL_EPMD_ADDRESS=127.0.0.1" start rabbitmq rabbitmq-server
   wait_for rabbitmq 120 rabbit_ok
 }
 
@@ -160,6 +163,33 @@ up_s3() {
   START_ENV="ROOT_ACCESS_KEY=$FNHOOK_AWS_ACCESS_KEY_ID ROOT_SECRET_KEY=$FNHOOK_AWS_SECRET_ACCESS_KEY" \
     start s3 "$VERSITYGW_BIN" --port "127.0.0.1:$S3_PORT" posix "$FNHOOK_STATE/s3"
   wait_for s3 30 s3_ok
+}
+
+# Runner isolation on the host: a runner (traffic entering from the nomad bridge) may not open
+# a connection to any address of the host itself (Consul, Nomad, RabbitMQ, DynamoDB, S3, the
+# services, and the mapped ports of other runners, since DNAT comes after this point), nor to
+# another runner on the bridge. Answers to connections the host opened still flow. The rules
+# live in the mangle table, which neither Nomad nor the CNI plugins touch, so they stay first.
+ISOLATION_RULES=(
+  "PREROUTING -i nomad -m addrtype --dst-type LOCAL -m conntrack --ctstate NEW -j DROP"
+  "FORWARD -i nomad -o nomad -m conntrack --ctstate NEW -j DROP"
+)
+
+isolate_runners() {
+  local r
+  for r in "${ISOLATION_RULES[@]}"; do
+    # shellcheck disable=SC2086
+    iptables -t mangle -C $r 2>/dev/null || iptables -t mangle -I ${r%% *} 1 ${r#* } \
+      || die "could not install the runner isolation rule: $r"
+  done
+}
+
+unisolate_runners() {
+  local r
+  for r in "${ISOLATION_RULES[@]}"; do
+    # shellcheck disable=SC2086
+    while iptables -t mangle -D $r 2>/dev/null; do :; done
+  done
 }
 
 # Leftovers of a Nomad agent that was killed rather than stopped: executors and their
@@ -191,6 +221,7 @@ clean_nomad_leftovers() {
     done
   fi
   ip link delete nomad 2>/dev/null || true
+  unisolate_runners
   rm -rf "$NOMAD_DATA"
 }
 

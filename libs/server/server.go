@@ -133,7 +133,11 @@ func (s *Server) handleError(err error, c echo.Context) {
 		fe = &fnhook.Error{Code: fnhook.EINTERNAL, Message: "an internal error occurred", Err: err}
 	}
 	status := fe.HTTPStatus()
-	if status >= 500 {
+	if status >= 500 && fe.Err == nil {
+		// An expected answer (building, no capacity, upstream down): worth a warning only.
+		s.log.Warn("request answered with an error", "path", c.Request().URL.Path, "code", fe.Code,
+			"request_id", RequestID(c))
+	} else if status >= 500 {
 		s.log.Error("request failed", "path", c.Request().URL.Path, "code", fe.Code, "err", err,
 			"request_id", RequestID(c))
 	}

@@ -71,6 +71,9 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if fix != nil {
 		fix.teardown()
+		if code == 0 {
+			fix.removeLogs() // kept when a test failed, for reading
+		}
 	}
 	os.Exit(code)
 }
@@ -137,6 +140,14 @@ func (f *fixture) teardown() {
 	_ = f.q.DeleteQueues(f.names.BuildQueue, f.names.BuildDLQ)
 	_ = f.q.DeleteExchange(f.names.Exchange)
 	f.q.Close()
+}
+
+func (f *fixture) removeLogs() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, h := range f.handlers {
+		os.Remove(h.logPath)
+	}
 }
 
 // removeJobs stops every job under prefix, waits until their allocations are complete,

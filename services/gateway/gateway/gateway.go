@@ -30,9 +30,10 @@ import (
 	"github.com/fnhook/fnhook/services/gateway/routecache"
 )
 
-// Resolver asks the handler at address where tenant's function runs.
+// Resolver asks the handler at address where a tenant's function runs. With r.Refresh the
+// handler checks with the runner instead of trusting its own record (the last route failed).
 type Resolver interface {
-	Resolve(ctx context.Context, address, tenant, function string) (fnhook.Route, error)
+	Do(ctx context.Context, address string, r handlerapi.Request) (fnhook.Route, error)
 }
 
 // Config bounds what the gateway accepts.
@@ -244,7 +245,7 @@ func (g *Gateway) route(ctx context.Context, tenant, function string, fresh bool
 			Message: "no healthy handler is registered; retry shortly"}
 	}
 	start := time.Now()
-	r, err := g.resolver.Resolve(ctx, handler, tenant, function)
+	r, err := g.resolver.Do(ctx, handler, handlerapi.Request{Tenant: tenant, Function: function, Refresh: fresh})
 	outcome := "ok"
 	if err != nil {
 		outcome = fnhook.ErrorCode(err)

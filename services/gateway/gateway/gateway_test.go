@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	fnhook "github.com/fnhook/fnhook/libs"
+	"github.com/fnhook/fnhook/libs/handlerapi"
 	"github.com/fnhook/fnhook/libs/server"
 	"github.com/fnhook/fnhook/services/gateway/hashring"
 	"github.com/fnhook/fnhook/services/gateway/routecache"
@@ -22,14 +23,16 @@ import (
 
 // fakeResolver answers routes from a function the test sets, counting calls.
 type fakeResolver struct {
-	mu    sync.Mutex
-	calls int
-	next  func(n int) (fnhook.Route, error)
+	mu      sync.Mutex
+	calls   int
+	refresh []bool
+	next    func(n int) (fnhook.Route, error)
 }
 
-func (f *fakeResolver) Resolve(_ context.Context, _, _, _ string) (fnhook.Route, error) {
+func (f *fakeResolver) Do(_ context.Context, _ string, r handlerapi.Request) (fnhook.Route, error) {
 	f.mu.Lock()
 	f.calls++
+	f.refresh = append(f.refresh, r.Refresh)
 	n := f.calls
 	f.mu.Unlock()
 	return f.next(n)
@@ -94,6 +97,9 @@ func TestRunProxiesWithTokenAndRetriesStaleRoute(t *testing.T) {
 	}
 	if hits.Load() != 1 || res.calls != 2 {
 		t.Fatalf("stale runner hit %d times, resolves %d; want 1 and 2", hits.Load(), res.calls)
+	}
+	if res.refresh[0] || !res.refresh[1] {
+		t.Errorf("refresh flags %v: the retry must ask the handler to check with the runner", res.refresh)
 	}
 	if resp.Header.Get("X-Fnhook-Cold") != "1" {
 		t.Error("a call that needed a fresh resolve is not marked cold")

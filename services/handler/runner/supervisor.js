@@ -135,10 +135,13 @@ class Supervisor extends EventEmitter {
     const args = [`--max-old-space-size=${this.heapMb}`, this.hostPath, this.socketPath, String(this.maxBody)];
     // stdin: a pipe never written, whose EOF tells the child the parent is gone.
     // fd 3: the child's "ready" line. stdout/stderr: the runner's own (console JSON lines).
+    // detached: the child leads its own process group, so that killing the group also ends
+    // whatever tenant code spawned (a spawn loop would otherwise leave orphans behind).
     const child = spawn(process.execPath, args, {
       env: this.env,
       cwd: this.cwd,
       stdio: ['pipe', 'inherit', 'inherit', 'pipe'],
+      detached: true,
     });
     this.child = child;
     this.agent = new http.Agent({ keepAlive: true, maxFreeSockets: 1024, scheduling: 'lifo' });
@@ -168,6 +171,7 @@ class Supervisor extends EventEmitter {
       this.onExit(child, code, signal);
     };
     child.once('exit', onEnd);
+    child.once('exit', () => killGroup(child)); // reap what tenant code left running
     child.once('error', (err) => {
       this.log('error', 'runtime failed to start', { error: err.message });
       onEnd(null, null);
@@ -236,7 +240,7 @@ class Supervisor extends EventEmitter {
     if (this.child !== child || child.exitCode !== null || child.signalCode !== null) return;
     this.killReason = reason;
     this.culprit = culprit;
-    child.kill('SIGKILL');
+    killGroup(child);
   }
 
   /**
@@ -346,7 +350,7 @@ class Supervisor extends EventEmitter {
     const child = this.child;
     if (!child) return Promise.resolve();
     return new Promise((resolve) => {
-      const killer = setTimeout(() => child.kill('SIGKILL'), ms);
+      const killer = setTimeout(() => killGroup(child), ms);
       child.once('exit', () => {
         clearTimeout(killer);
         resolve();
@@ -357,3 +361,12 @@ class Supervisor extends EventEmitter {
 }
 
 module.exports = { Supervisor, ChildGoneError, ControlTimeout, PING_TIMEOUT_MS };
+
+/** SIGKILLs the child's whole process group (the child and anything tenant code spawned). */
+function killGroup(child) {
+  try {
+    process.kill(-child.pid, 'SIGKILL');
+  } catch {
+    // The group is gone already.
+  }
+}
