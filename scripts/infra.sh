@@ -199,7 +199,7 @@ clean_nomad_leftovers() {
   for p in $(pgrep -f "$NOMAD_BIN" || true); do kill -9 "$p" 2>/dev/null || true; done
   for p in $(pgrep -f "^/usr/bin/node /runner/" || true); do kill -9 "$p" 2>/dev/null || true; done
   if [ -d "$NOMAD_DATA" ]; then
-    grep -o " $NOMAD_DATA[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    { grep -o " $NOMAD_DATA[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   fi
   if [ -d /var/run/netns ]; then
     for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
@@ -207,15 +207,20 @@ clean_nomad_leftovers() {
     done
   fi
   if command -v iptables >/dev/null; then
-    for table in filter nat; do
-      for chain in $(iptables -t $table -S 2>/dev/null | awk '/^-N (CNI-|NOMAD-)/{print $2}'); do
-        iptables -t $table -S 2>/dev/null | grep -e "-j $chain\b" | sed 's/^-A/-D/' | while read -r rule; do
-          # shellcheck disable=SC2086
-          iptables -t $table $rule 2>/dev/null || true
-        done
+    local table chain rule
+    for table in filter nat mangle; do
+      # First every rule that jumps to a chain of theirs, then the chains themselves.
+      for chain in $(iptables -t $table -S 2>/dev/null | awk '/^-N (CNI-|NOMAD-)/{print $2}' || true); do
+        while read -r rule; do
+          [ -n "$rule" ] || continue
+          # iptables -S quotes comments the way a shell does: let the shell split the rule.
+          eval "iptables -t $table ${rule/#-A/-D}" 2>/dev/null || true
+        done < <(iptables -t $table -S 2>/dev/null | grep -E -- "-j $chain( |\$)" || true)
       done
-      for chain in $(iptables -t $table -S 2>/dev/null | awk '/^-N (CNI-|NOMAD-)/{print $2}'); do
+      for chain in $(iptables -t $table -S 2>/dev/null | awk '/^-N (CNI-|NOMAD-)/{print $2}' || true); do
         iptables -t $table -F "$chain" 2>/dev/null || true
+      done
+      for chain in $(iptables -t $table -S 2>/dev/null | awk '/^-N (CNI-|NOMAD-)/{print $2}' || true); do
         iptables -t $table -X "$chain" 2>/dev/null || true
       done
     done
