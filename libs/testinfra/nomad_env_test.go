@@ -46,12 +46,12 @@ func TestNomadTasksGetNoHostEnvironment(t *testing.T) {
 	job := &nomad.Job{
 		ID: &id, Name: &id, Type: ptr("batch"), Datacenters: []string{"*"},
 		TaskGroups: []*nomad.TaskGroup{{
-			Name:          ptr("g"),
-			RestartPolicy: &nomad.RestartPolicy{Attempts: ptr(0), Mode: ptr("fail")},
+			Name:             ptr("g"),
+			RestartPolicy:    &nomad.RestartPolicy{Attempts: ptr(0), Mode: ptr("fail")},
 			ReschedulePolicy: &nomad.ReschedulePolicy{Attempts: ptr(0), Unlimited: ptr(false)},
 			Tasks: []*nomad.Task{{
 				Name: "env", Driver: "exec", User: "nobody",
-				Config: map[string]any{"command": "/usr/bin/node", "args": []string{"-e", "console.log(JSON.stringify(process.env))"}},
+				Config:    map[string]any{"command": "/usr/bin/node", "args": []string{"-e", "console.log(JSON.stringify(process.env))"}},
 				Resources: &nomad.Resources{CPU: ptr(100), MemoryMB: ptr(128)},
 			}},
 		}},
