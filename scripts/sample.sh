@@ -19,15 +19,19 @@ api() {
   printf '%s' "$out"
 }
 
-api PUT /v1/tenants/demo '{}' >/dev/null
-body=$(node -e '
-  const fs = require("fs");
-  process.stdout.write(JSON.stringify({
-    code: fs.readFileSync(process.argv[1], "utf8"),
-    dependencies: { dayjs: "^1.11.0" },
-    timeoutMs: 5000,
-  }));' "$FNHOOK_ROOT/examples/hello.js")
-api PUT /v1/tenants/demo/functions/hello "$body" >/dev/null
+# Deploy only what is missing, so that a second `make up` changes nothing.
+exists() { curl -fs -o /dev/null -H "$ADMIN" "$GW$1"; }
+exists /v1/tenants/demo || api PUT /v1/tenants/demo '{}' >/dev/null
+if ! exists /v1/tenants/demo/functions/hello; then
+  body=$(node -e '
+    const fs = require("fs");
+    process.stdout.write(JSON.stringify({
+      code: fs.readFileSync(process.argv[1], "utf8"),
+      dependencies: { dayjs: "^1.11.0" },
+      timeoutMs: 5000,
+    }));' "$FNHOOK_ROOT/examples/hello.js")
+  api PUT /v1/tenants/demo/functions/hello "$body" >/dev/null
+fi
 log "waiting for function demo/hello to be ready (its module is built once, then shared)"
 ready() { api GET /v1/tenants/demo/functions/hello | grep -q '"status":"ready"'; }
 if ! wait_for_quiet 180 ready; then
