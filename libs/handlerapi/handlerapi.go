@@ -57,6 +57,9 @@ type Request struct {
 	// answer, or answered function_not_loaded or stale_version): the handler then asks
 	// the runner for its state instead of trusting what it recorded.
 	Refresh bool `json:"refresh,omitempty"`
+	// RequestID, when set, travels as the X-Fnhook-Request-Id header, so the handler's logs
+	// carry the id of the call that caused the resolve.
+	RequestID string `json:"-"`
 }
 
 // Client calls handlers. It is safe for concurrent use.
@@ -104,6 +107,9 @@ func (c *Client) Do(ctx context.Context, address string, r Request) (fnhook.Rout
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+c.token)
+	if r.RequestID != "" {
+		req.Header.Set("X-Fnhook-Request-Id", r.RequestID)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return route, fmt.Errorf("resolve %s/%s at %s: %w", tenant, function, address, err)

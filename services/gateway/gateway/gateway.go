@@ -216,7 +216,7 @@ func (g *Gateway) run(c echo.Context) error {
 		}{io.MultiReader(bytes.NewReader(buf), body), body}
 	}
 
-	route, err := g.route(req.Context(), tenant, function, false)
+	route, err := g.route(withRequestID(req.Context(), server.RequestID(c)), tenant, function, false)
 	if err != nil {
 		if fnhook.ErrorCode(err) == handlerapi.CodeFunctionBuilding {
 			c.Response().Header().Set("Retry-After", "1")
@@ -245,7 +245,7 @@ func (g *Gateway) route(ctx context.Context, tenant, function string, fresh bool
 			Message: "no healthy handler is registered; retry shortly"}
 	}
 	start := time.Now()
-	r, err := g.resolver.Do(ctx, handler, handlerapi.Request{Tenant: tenant, Function: function, Refresh: fresh})
+	r, err := g.resolver.Do(ctx, handler, handlerapi.Request{Tenant: tenant, Function: function, Refresh: fresh, RequestID: requestID(ctx)})
 	outcome := "ok"
 	if err != nil {
 		outcome = fnhook.ErrorCode(err)
@@ -310,7 +310,7 @@ func (g *Gateway) runError(w http.ResponseWriter, r *http.Request, err error) {
 	retryable := errors.Is(err, errStale) || (errors.As(err, &opErr) && opErr.Op == "dial")
 	if retryable && cl.attempt == 0 && cl.replayable {
 		g.routes.Drop(cl.tenant, cl.function)
-		route, rerr := g.route(r.Context(), cl.tenant, cl.function, true)
+		route, rerr := g.route(withRequestID(r.Context(), cl.in.Header.Get(server.HeaderRequestID)), cl.tenant, cl.function, true)
 		if rerr != nil {
 			writeError(w, rerr)
 			return
@@ -357,4 +357,15 @@ func writeError(w http.ResponseWriter, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(fe.HTTPStatus())
 	_ = jsonEncode(w, fnhook.ErrorBody{Error: &fnhook.Error{Code: fe.Code, Message: fe.Message}})
+}
+
+type requestIDKey struct{}
+
+func withRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey{}, id)
+}
+
+func requestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
 }

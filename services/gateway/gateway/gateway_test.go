@@ -26,6 +26,7 @@ type fakeResolver struct {
 	mu      sync.Mutex
 	calls   int
 	refresh []bool
+	ids     []string
 	next    func(n int) (fnhook.Route, error)
 }
 
@@ -33,6 +34,7 @@ func (f *fakeResolver) Do(_ context.Context, _ string, r handlerapi.Request) (fn
 	f.mu.Lock()
 	f.calls++
 	f.refresh = append(f.refresh, r.Refresh)
+	f.ids = append(f.ids, r.RequestID)
 	n := f.calls
 	f.mu.Unlock()
 	return f.next(n)
@@ -97,6 +99,9 @@ func TestRunProxiesWithTokenAndRetriesStaleRoute(t *testing.T) {
 	}
 	if hits.Load() != 1 || res.calls != 2 {
 		t.Fatalf("stale runner hit %d times, resolves %d; want 1 and 2", hits.Load(), res.calls)
+	}
+	if id := resp.Header.Get(server.HeaderRequestID); res.ids[0] != id || res.ids[1] != id {
+		t.Errorf("resolves carried request ids %v, want %q", res.ids, id)
 	}
 	if res.refresh[0] || !res.refresh[1] {
 		t.Errorf("refresh flags %v: the retry must ask the handler to check with the runner", res.refresh)
