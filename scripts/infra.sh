@@ -29,7 +29,7 @@ start() {
   local name=$1; shift
   # shellcheck disable=SC2086
   setsid env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME="$HOME" ${START_ENV:-} \
-    "$@" >>"$FNHOOK_STATE/logs/$name.log" 2>&1 < /dev/null &
+    "$@" >>"$FNHOOK_STATE/logs/$name.log" 2>&1 </dev/null 8>&- 9>&- &
   echo $! >"$(pidfile "$name")"
 }
 
