@@ -35,7 +35,7 @@ start() {
 
 consul_ok() { curl -fs "http://$CONSUL_HTTP/v1/status/leader" | grep -q '"'; }
 nomad_ok() { curl -fs "http://$NOMAD_HTTP/v1/agent/health" >/dev/null && curl -fsS "http://$NOMAD_HTTP/v1/nodes" | grep -q '"Status":"ready"'; }
-rabbit_ok() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && timeout 15 rabbitmq-diagnostics -q ping; }
+rabbit_ok() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && timeout 15 rabbitmq-diagnostics -q ping >/dev/null 2>&1; }
 dynamo_ok() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$DYNAMODB_PORT" | grep -q 400; }
 s3_ok() { curl -s -o /dev/null "http://127.0.0.1:$S3_PORT"; }
 
