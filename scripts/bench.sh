@@ -28,8 +28,4 @@ export FNHOOK_MODULES_DIR=${FNHOOK_MODULES_DIR:-$FNHOOK_STATE/modules}
 export FNHOOK_BENCH_OUT=${FNHOOK_BENCH_OUT:-$FNHOOK_ROOT/bench/results/latest.json}
 
 cd "$FNHOOK_ROOT"
-if go work edit -json 2>/dev/null | grep -q '"DiskPath": "./bench"'; then
-  exec go run ./bench
-fi
-# bench/ is not in go.work yet: build it as its own module (its go.mod replaces libs with ../libs).
-GOWORK=off exec go -C bench run .
+exec go run ./bench

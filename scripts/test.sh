@@ -18,7 +18,7 @@ log "runner tests (node --test)"
 (cd services/handler/runner && node --test test/)
 
 log "Go unit and integration tests"
-go test -count=1 -timeout 30m github.com/fnhook/fnhook/libs/... github.com/fnhook/fnhook/services/...
+go test -count=1 -timeout 30m github.com/fnhook/fnhook/libs/... github.com/fnhook/fnhook/services/... github.com/fnhook/fnhook/bench/...
 
 log "deploying the services as Nomad jobs for the end-to-end tests"
 scripts/deploy.sh

@@ -106,7 +106,9 @@ func New(log *slog.Logger, cfg Config, routes *routecache.Cache, handlers *hashr
 		Transport:      transport,
 		ModifyResponse: g.modifyRun,
 		ErrorHandler:   g.runError,
-		FlushInterval:  -1, // stream answers as the function writes them
+		// 0: answers with a Content-Length are copied in one go; streamed answers (no
+		// length) are still flushed as the function writes them.
+		FlushInterval: 0,
 	}
 	g.mgmtProxy = &httputil.ReverseProxy{
 		Rewrite:      g.rewriteMgmt,
