@@ -58,6 +58,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	gw := gateway.New(log, cfg, routes, &handlers, handlerapi.New(secret, nil), srv.Registry)
 	gw.Register(srv.Echo)
 	srv.Ready = q.Ping
+	srv.QuietPrefix = "/run/"
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
