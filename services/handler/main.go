@@ -57,6 +57,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		MaxRunners:   env.Int("FNHOOK_POOL_MAX_RUNNERS", 16, 1, 4096),
 		IdleTimeout:  env.Duration("FNHOOK_IDLE_TIMEOUT", 10*time.Minute),
 		AssignWait:   env.Duration("FNHOOK_ASSIGN_WAIT", 20*time.Second),
+		RefillDelay:  env.Duration("FNHOOK_POOL_REFILL_DELAY", 300*time.Millisecond),
 		StartTimeout: env.Duration("FNHOOK_RUNNER_START_TIMEOUT", 90*time.Second),
 	}
 	exchange := env.String("FNHOOK_EVENTS_EXCHANGE", fnhook.EventsExchange)

@@ -50,6 +50,11 @@ type Config struct {
 	IdleTimeout time.Duration
 	// AssignWait bounds how long Acquire waits for a runner when none is idle.
 	AssignWait time.Duration
+	// RefillDelay postpones the refill after an assignment while other runners are still
+	// idle: starting a runner takes a core for about a second here, and the assigned
+	// tenant's first calls (load, require, run) should not compete with it. Zero refills
+	// at once.
+	RefillDelay time.Duration
 	// StartTimeout ends a runner that is not ready that long after its registration.
 	StartTimeout time.Duration
 	// HealthInterval is how often ready runners are asked for /healthz; HealthFailures
@@ -409,7 +414,11 @@ func (p *Pool) Acquire(ctx context.Context, tenant string) (r Runner, assignedNo
 			cand.state, cand.tenant, cand.lastUsed = assigned, tenant, p.now()
 			p.byTenant[tenant] = cand
 			snap := cand.snapshot()
-			p.kickLocked()
+			if p.cfg.RefillDelay > 0 && p.pickIdleLocked() != nil {
+				time.AfterFunc(p.cfg.RefillDelay, p.kickRefill)
+			} else {
+				p.kickLocked()
+			}
 			p.mu.Unlock()
 			p.m.assigns.Inc()
 			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
