@@ -14,6 +14,10 @@ variable "build_id" {
   default     = "dev"
   description = "Changes when the binaries change, so that a redeploy restarts the tasks."
 }
+variable "log_level" {
+  type    = string
+  default = "info"
+}
 variable "listen" {
   type    = string
   default = "127.0.0.1:8082"
@@ -89,6 +93,7 @@ job "fnhook-handler" {
       env {
         FNHOOK_BUILD                 = var.build_id
         FNHOOK_LISTEN                = var.listen
+        FNHOOK_LOG_LEVEL             = var.log_level
         FNHOOK_CONSUL_ADDR           = var.consul_addr
         FNHOOK_AMQP_URL              = var.amqp_url
         FNHOOK_DYNAMODB_ENDPOINT     = var.dynamodb_endpoint

@@ -22,6 +22,7 @@ build_id=$(cat "$BIN"/gateway "$BIN"/mgmt "$BIN"/handler "$BIN"/builder "$FNHOOK
 export NOMAD_ADDR=http://127.0.0.1:4646
 export NOMAD_VAR_bin_dir=$BIN
 export NOMAD_VAR_build_id=$build_id
+export NOMAD_VAR_log_level=${FNHOOK_LOG_LEVEL:-info}
 export NOMAD_VAR_admin_key=$FNHOOK_ADMIN_KEY
 export NOMAD_VAR_handler_secret=$FNHOOK_HANDLER_SECRET
 export NOMAD_VAR_aws_access_key_id=$FNHOOK_AWS_ACCESS_KEY_ID
