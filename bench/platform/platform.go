@@ -109,11 +109,17 @@ func (c *Client) GetFunction(ctx context.Context, tenant, name string) (fnhook.F
 // WaitSettled polls the function every `every` until its status is no longer building
 // (ready or failed), and returns it.
 func (c *Client) WaitSettled(ctx context.Context, tenant, name string, every time.Duration) (fnhook.Function, error) {
+	var last fnhook.Function
 	for {
 		f, err := c.GetFunction(ctx, tenant, name)
+		if err != nil && ctx.Err() != nil && last.Status == fnhook.StatusBuilding {
+			// The deadline struck during a poll: say what was still pending at the last one.
+			return last, fmt.Errorf("function %s/%s still building (pending %v): %w", tenant, name, last.Pending, ctx.Err())
+		}
 		if err != nil {
 			return f, err
 		}
+		last = f
 		if f.Status != fnhook.StatusBuilding {
 			return f, nil
 		}
