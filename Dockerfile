@@ -5,8 +5,8 @@ WORKDIR /src
 COPY go.work go.work.sum* ./
 COPY libs ./libs
 COPY services ./services
-COPY e2e/go.mod ./e2e/go.mod
-COPY bench/go.mod ./bench/go.mod
+COPY e2e/go.mod e2e/go.sum ./e2e/
+COPY bench/go.mod bench/go.sum ./bench/
 RUN CGO_ENABLED=0 go build -trimpath -o /out/service ./services/${SERVICE}
 
 # The builder runs npm, the handler unpacks modules for Node runners: both want Node.
