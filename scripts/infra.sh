@@ -294,6 +294,10 @@ cmd_down() {
   stop_pid s3
   if rabbit_ok 2>/dev/null; then rabbitmqctl -q stop >/dev/null 2>&1 || true; fi
   stop_pid rabbitmq
+  # RabbitMQ's port mapper daemon outlives the broker; it exits once no node is registered.
+  for epmd in /usr/lib/erlang/bin/epmd /usr/lib/erlang/erts-*/bin/epmd; do
+    [ -x "$epmd" ] && { "$epmd" -kill >/dev/null 2>&1 || true; break; }
+  done
   log "infrastructure is down"
 }
 
