@@ -23,16 +23,8 @@ const ownedClaim = "#i.#o = :me AND #i.#s = :b"
 // conflict when the claim is no longer owner's (it expired and another builder took the
 // module over, or the module was finished).
 func (s *Store) RenewModuleClaim(ctx context.Context, name, version, owner string, ttl time.Duration) error {
-	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                &s.table,
-		Key:                      key(moduleKey(name, version), metaSK),
-		UpdateExpression:         aws.String("SET #i.claimUntil = :u"),
-		ConditionExpression:      aws.String(ownedClaim),
-		ExpressionAttributeNames: map[string]string{"#i": "item", "#o": "owner", "#s": "status"},
-		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":u": num64(time.Now().Add(ttl).UnixMilli()), ":me": str(owner), ":b": str(fnhook.ModuleBuilding),
-		},
-	})
+	err := s.updateOwnedClaim(ctx, name, version, owner, "SET #i.claimUntil = :u",
+		map[string]types.AttributeValue{":u": num64(time.Now().Add(ttl).UnixMilli())})
 	if isConditionFailed(err) {
 		return fnhook.Errorf(fnhook.ECONFLICT, "claim on module %s is no longer %s's", fnhook.ModuleKey(name, version), owner)
 	}
@@ -63,21 +55,27 @@ func (s *Store) FinishModuleClaim(ctx context.Context, m fnhook.Module, owner st
 // request (a re-driven dead letter, a new function version) starts afresh. It does nothing
 // when the claim is no longer owner's.
 func (s *Store) AbandonModule(ctx context.Context, name, version, owner string) error {
-	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                &s.table,
-		Key:                      key(moduleKey(name, version), metaSK),
-		UpdateExpression:         aws.String("SET #i.claimUntil = :z, #i.attempts = :z"),
-		ConditionExpression:      aws.String(ownedClaim),
-		ExpressionAttributeNames: map[string]string{"#i": "item", "#o": "owner", "#s": "status"},
-		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":z": num64(0), ":me": str(owner), ":b": str(fnhook.ModuleBuilding),
-		},
-	})
+	err := s.updateOwnedClaim(ctx, name, version, owner, "SET #i.claimUntil = :z, #i.attempts = :z",
+		map[string]types.AttributeValue{":z": num64(0)})
 	if isConditionFailed(err) {
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("abandon module %s: %w", fnhook.ModuleKey(name, version), err)
-	}
-	return nil
+	return err
+}
+
+// updateOwnedClaim applies update to the record of name@version while owner still holds a
+// building claim on it (ownedClaim); a lost claim is DynamoDB's condition failure, which
+// each caller maps as its contract says. vals holds the update's own placeholders.
+func (s *Store) updateOwnedClaim(ctx context.Context, name, version, owner, update string, vals map[string]types.AttributeValue) error {
+	vals[":me"] = str(owner)
+	vals[":b"] = str(fnhook.ModuleBuilding)
+	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                 &s.table,
+		Key:                       key(moduleKey(name, version), metaSK),
+		UpdateExpression:          aws.String(update),
+		ConditionExpression:       aws.String(ownedClaim),
+		ExpressionAttributeNames:  map[string]string{"#i": "item", "#o": "owner", "#s": "status"},
+		ExpressionAttributeValues: vals,
+	})
+	return err
 }

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	fnhook "github.com/fnhook/fnhook/libs"
@@ -67,16 +65,8 @@ func (s *Store) FinishModule(ctx context.Context, m fnhook.Module) error {
 // ReleaseModule drops owner's claim so another builder may take the module at once (after
 // a transient failure). It does nothing if the claim is no longer owner's.
 func (s *Store) ReleaseModule(ctx context.Context, name, version, owner string) error {
-	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                &s.table,
-		Key:                      key(moduleKey(name, version), metaSK),
-		UpdateExpression:         aws.String("SET #i.claimUntil = :z"),
-		ConditionExpression:      aws.String("#i.#o = :me AND #i.#s = :b"),
-		ExpressionAttributeNames: map[string]string{"#i": "item", "#o": "owner", "#s": "status"},
-		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":z": num64(0), ":me": str(owner), ":b": str(fnhook.ModuleBuilding),
-		},
-	})
+	err := s.updateOwnedClaim(ctx, name, version, owner, "SET #i.claimUntil = :z",
+		map[string]types.AttributeValue{":z": num64(0)})
 	if isConditionFailed(err) {
 		return nil
 	}
