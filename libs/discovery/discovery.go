@@ -37,7 +37,7 @@ func New(ctx context.Context, addr string) (*Consul, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := c.Catalog().Datacenters(); err != nil || ctx.Err() != nil {
+	if _, err := c.Status().LeaderWithQueryOptions((&consul.QueryOptions{}).WithContext(ctx)); err != nil {
 		return nil, fmt.Errorf("consul at %s does not answer (check FNHOOK_CONSUL_ADDR): %v", addr, err)
 	}
 	return &Consul{c: c}, nil

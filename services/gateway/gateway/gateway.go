@@ -7,6 +7,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -358,7 +359,7 @@ func writeError(w http.ResponseWriter, err error) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(fe.HTTPStatus())
-	_ = jsonEncode(w, fnhook.ErrorBody{Error: &fnhook.Error{Code: fe.Code, Message: fe.Message}})
+	_ = json.NewEncoder(w).Encode(fnhook.ErrorBody{Error: &fnhook.Error{Code: fe.Code, Message: fe.Message}})
 }
 
 type requestIDKey struct{}
