@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/fnhook/fnhook/libs/queue"
 )
 
 // Env reads variables through getenv (os.Getenv in main, a map in tests).
@@ -128,6 +130,8 @@ type Common struct {
 	Bucket       string
 	AWSAccessKey string
 	AWSSecretKey string
+	// Queues are the RabbitMQ exchange and queue names (tests run services on unique ones).
+	Queues queue.Names
 }
 
 // LoadCommon reads the shared variables; defaultListen is the service's own default port.
@@ -145,6 +149,11 @@ func LoadCommon(e *Env, service, defaultListen string) Common {
 		Bucket:       e.String("FNHOOK_S3_BUCKET", "fnhook-modules"),
 		AWSAccessKey: e.String("FNHOOK_AWS_ACCESS_KEY_ID", "fnhook"),
 		AWSSecretKey: e.String("FNHOOK_AWS_SECRET_ACCESS_KEY", "fnhook-local-secret"),
+		Queues: queue.Names{
+			Exchange:   e.String("FNHOOK_EVENTS_EXCHANGE", queue.DefaultNames.Exchange),
+			BuildQueue: e.String("FNHOOK_BUILD_QUEUE", queue.DefaultNames.BuildQueue),
+			BuildDLQ:   e.String("FNHOOK_BUILD_DLQ", queue.DefaultNames.BuildDLQ),
+		},
 	}
 	c.Advertise = e.Addr("FNHOOK_ADVERTISE", c.Listen)
 	switch c.LogLevel {

@@ -32,11 +32,7 @@ func main() { server.Main(run) }
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	env := config.New(getenv)
 	common := config.LoadCommon(env, "builder", "127.0.0.1:8083")
-	names := queue.Names{
-		Exchange:   env.String("FNHOOK_EVENTS_EXCHANGE", queue.DefaultNames.Exchange),
-		BuildQueue: env.String("FNHOOK_BUILD_QUEUE", queue.DefaultNames.BuildQueue),
-		BuildDLQ:   env.String("FNHOOK_BUILD_DLQ", queue.DefaultNames.BuildDLQ),
-	}
+	names := common.Queues
 	timeout := env.Duration("FNHOOK_BUILDER_TIMEOUT", 120*time.Second)
 	retries := env.Int("FNHOOK_BUILDER_RETRIES", 3, 0, 20)
 	if retries == 0 {

@@ -46,7 +46,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("FNHOOK_CONSUL_ADDR: %w", err)
 	}
-	q, err := queue.Dial(ctx, common.AMQPURL, queue.DefaultNames, log)
+	q, err := queue.Dial(ctx, common.AMQPURL, common.Queues, log)
 	if err != nil {
 		return fmt.Errorf("FNHOOK_AMQP_URL: %w", err)
 	}

@@ -17,7 +17,6 @@ import (
 	nomad "github.com/hashicorp/nomad/api"
 	"golang.org/x/sync/errgroup"
 
-	fnhook "github.com/fnhook/fnhook/libs"
 	"github.com/fnhook/fnhook/libs/blob"
 	"github.com/fnhook/fnhook/libs/config"
 	"github.com/fnhook/fnhook/libs/discovery"
@@ -60,7 +59,6 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		RefillDelay:  env.Duration("FNHOOK_POOL_REFILL_DELAY", 300*time.Millisecond),
 		StartTimeout: env.Duration("FNHOOK_RUNNER_START_TIMEOUT", 90*time.Second),
 	}
-	exchange := env.String("FNHOOK_EVENTS_EXCHANGE", fnhook.EventsExchange)
 	if err := env.Err(); err != nil {
 		return err
 	}
@@ -120,9 +118,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	runnerPool.Recover(existing)
 	res := resolver.New(db, cache, runnerPool, runners, log, srv.Registry)
 
-	q, err := queue.Dial(ctx, common.AMQPURL, queue.Names{
-		Exchange: exchange, BuildQueue: queue.DefaultNames.BuildQueue, BuildDLQ: queue.DefaultNames.BuildDLQ,
-	}, log)
+	q, err := queue.Dial(ctx, common.AMQPURL, common.Queues, log)
 	if err != nil {
 		return fmt.Errorf("FNHOOK_AMQP_URL: %w", err)
 	}
