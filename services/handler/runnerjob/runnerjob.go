@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	nomad "github.com/hashicorp/nomad/api"
 )
@@ -50,6 +51,10 @@ type Alloc struct {
 	ClientStatus string
 	// Terminal is true once the allocation stopped or is told to stop.
 	Terminal bool
+	// Failure is Nomad's own account of why a terminal allocation stopped (see
+	// failureMessage), e.g. "Driver Failure: failed to launch command with executor: ...";
+	// empty while the allocation lives or when its tasks recorded nothing telling.
+	Failure string
 }
 
 // Job is a runner job found on Nomad.
@@ -223,10 +228,8 @@ func (n *Nomad) Alloc(ctx context.Context, jobID string) (*Alloc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("allocation %s of %s: %w", best.ID, jobID, err)
 	}
-	return &Alloc{
-		ID: a.ID, Address: address(a.AllocatedResources), ClientStatus: a.ClientStatus,
-		Terminal: terminal(a.ClientStatus, a.DesiredStatus),
-	}, nil
+	al := toAlloc(a)
+	return &al, nil
 }
 
 // Watch reads Nomad's event stream of allocations and calls fn for every change to an
@@ -258,10 +261,7 @@ func (n *Nomad) Watch(ctx context.Context, fn func(jobID string, a Alloc), onRes
 					if derr != nil || a == nil || !strings.HasPrefix(a.JobID, n.prefix) {
 						continue
 					}
-					fn(a.JobID, Alloc{
-						ID: a.ID, Address: address(a.AllocatedResources), ClientStatus: a.ClientStatus,
-						Terminal: terminal(a.ClientStatus, a.DesiredStatus),
-					})
+					fn(a.JobID, toAlloc(a))
 				}
 			}
 		}
@@ -369,6 +369,94 @@ func address(r *nomad.AllocatedResources) string {
 		}
 	}
 	return ""
+}
+
+// toAlloc keeps what the handler needs of a Nomad allocation (from Info or the event
+// stream: both carry the task states).
+func toAlloc(a *nomad.Allocation) Alloc {
+	al := Alloc{
+		ID: a.ID, Address: address(a.AllocatedResources), ClientStatus: a.ClientStatus,
+		Terminal: terminal(a.ClientStatus, a.DesiredStatus),
+	}
+	if al.Terminal {
+		al.Failure = failureMessage(a)
+	}
+	return al
+}
+
+// maxFailure bounds Alloc.Failure: it goes into log lines and /healthz, and a driver's
+// error can quote a whole command line or stack.
+const maxFailure = 512
+
+// taskHookFailed is Nomad's event type for a failed task hook (no constant in the api
+// module).
+const taskHookFailed = "Task hook failed"
+
+// failureMessage returns the most telling task event of the allocation as "<type>:
+// <message>": events that failed the task (the driver could not start it, its setup or
+// validation failed, a hook failed) over the task's own exit, over a kill or a refusal to
+// restart; the latest of equals. It is what `nomad alloc status` shows an operator, so the
+// handler's log can name the cause (a missing binary, a permission) instead of "failed".
+func failureMessage(a *nomad.Allocation) string {
+	var best *nomad.TaskEvent
+	bestRank := 0
+	for _, ts := range a.TaskStates {
+		if ts == nil {
+			continue
+		}
+		for _, e := range ts.Events {
+			if e == nil {
+				continue
+			}
+			r := eventRank(e)
+			if r > bestRank || (r == bestRank && r > 0 && e.Time > best.Time) {
+				best, bestRank = e, r
+			}
+		}
+	}
+	if best == nil {
+		return ""
+	}
+	msg := best.DisplayMessage
+	for _, m := range []string{best.DriverError, best.SetupError, best.ValidationError, best.DownloadError, best.KillError, best.Message} {
+		if msg != "" {
+			break
+		}
+		msg = m
+	}
+	msg = strings.TrimSpace(msg)
+	if msg == "" {
+		msg = best.Type
+	} else {
+		msg = best.Type + ": " + msg
+	}
+	if len(msg) > maxFailure {
+		cut := maxFailure
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut]
+	}
+	return msg
+}
+
+// eventRank orders task events by how well they explain a failure; 0 explains nothing.
+func eventRank(e *nomad.TaskEvent) int {
+	switch {
+	case e.FailsTask, e.DriverError != "", e.SetupError != "", e.ValidationError != "", e.KillError != "":
+		return 4
+	}
+	switch e.Type {
+	case nomad.TaskDriverFailure, nomad.TaskSetupFailure, nomad.TaskFailedValidation, taskHookFailed, nomad.TaskArtifactDownloadFailed:
+		return 4
+	case nomad.TaskTerminated:
+		return 3
+	case nomad.TaskKilled, nomad.TaskSiblingFailed:
+		return 2
+	case nomad.TaskNotRestarting:
+		return 1
+	}
+	return 0
 }
 
 func terminal(client, desired string) bool {
