@@ -34,6 +34,13 @@ type Server struct {
 	// Ready reports whether the service can take traffic; /healthz answers 503 when it
 	// returns an error. Nil means always ready.
 	Ready func(context.Context) error
+	// Degraded reports why a ready service serves with less than it should (e.g. the
+	// handler's pool cannot start runners), or "" when it does not. /healthz then answers
+	// 200 {"status":"degraded","reason":...}: it still serves what it can (the handler's
+	// assigned runners), so the check must keep it in Consul's routing, which any other
+	// status would end; the body names the cause. Asked only when Ready passes; nil means
+	// never degraded. It must be cheap.
+	Degraded func() string
 	// QuietPrefix: requests whose path starts with it are logged at debug level unless
 	// they fail with a 5xx (the gateway's /run/ calls: one log line per webhook call
 	// cost ~5% of the gateway's CPU plus Nomad's log shipper; metrics count them all).
@@ -67,13 +74,24 @@ func New(service string, log *slog.Logger) *Server {
 	return s
 }
 
+// health is the answer of /healthz.
+type health struct {
+	Status string `json:"status"` // ok, degraded or unavailable
+	Reason string `json:"reason,omitempty"`
+}
+
 func (s *Server) healthz(c echo.Context) error {
 	if s.Ready != nil {
 		if err := s.Ready(c.Request().Context()); err != nil {
-			return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": err.Error()})
+			return c.JSON(http.StatusServiceUnavailable, health{Status: "unavailable", Reason: err.Error()})
 		}
 	}
-	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+	if s.Degraded != nil {
+		if reason := s.Degraded(); reason != "" {
+			return c.JSON(http.StatusOK, health{Status: "degraded", Reason: reason})
+		}
+	}
+	return c.JSON(http.StatusOK, health{Status: "ok"})
 }
 
 // RequestID returns the request's id (set by the middleware).
