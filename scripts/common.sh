@@ -2,6 +2,11 @@
 # Everything built or downloaded is cached per user, outside the clone, keyed by version,
 # so a fresh clone on the same machine reuses it.
 set -euo pipefail
+# Files and folders the scripts make are read by daemons and by runners running as other
+# users, and Nomad builds every runner's chroot with the umask it inherits: so the scripts
+# and everything they start use 022, whatever the caller's shell had. A step that writes a
+# secret narrows it in a subshell of its own, so nothing else inherits that.
+umask 022
 
 FNHOOK_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FNHOOK_CACHE=${FNHOOK_CACHE:-$HOME/.cache/fnhook}
@@ -19,6 +24,39 @@ CONSUL_BIN=$FNHOOK_CACHE/consul-$CONSUL_VERSION/consul
 NOMAD_BIN=$FNHOOK_CACHE/nomad-$NOMAD_VERSION/nomad
 VERSITYGW_BIN=$FNHOOK_CACHE/versitygw-$VERSITYGW_VERSION/versitygw
 DYNAMODB_DIR=$FNHOOK_CACHE/dynamodb-local-$DYNAMODB_SIM_VERSION
+
+# Where the local servers listen (all on loopback).
+CONSUL_HTTP=127.0.0.1:8500
+NOMAD_HTTP=127.0.0.1:4646
+
+# nomad_api PATH [CURL ARGS...]: calls the local Nomad HTTP API (NOMAD_ADDR, else the local
+# agent), with NOMAD_TOKEN when set, sent from a pipe so it never appears on a command line.
+nomad_api() {
+  local path=$1; shift
+  if [ -n "${NOMAD_TOKEN:-}" ]; then
+    curl -fsS -m 10 -H @<(printf 'X-Nomad-Token: %s\n' "$NOMAD_TOKEN") "$@" "${NOMAD_ADDR:-http://$NOMAD_HTTP}$path"
+  else
+    curl -fsS -m 10 "$@" "${NOMAD_ADDR:-http://$NOMAD_HTTP}$path"
+  fi
+}
+
+# diagnose prints, in a line or two, why calls may fail: the newest failed allocation of an
+# fnhook job with Nomad's own message for it, and any handler whose /healthz is not "ok".
+diagnose() {
+  local out addr h
+  out=$(nomad_api /v1/allocations 2>/dev/null | jq -r '
+    [.[] | select((.JobID | startswith("fnhook-")) and .ClientStatus == "failed")]
+    | sort_by(.ModifyTime) | last // empty
+    | "allocation \(.ID[0:8]) of \(.JobID) failed: "
+      + ([.TaskStates[]?.Events[]? | select(.FailsTask or .Type == "Driver Failure" or .Type == "Setup Failure")
+          | (.DisplayMessage // .DriverError // .Message)] | last // "no task event says why")' 2>/dev/null) || true
+  [ -z "$out" ] || log "nomad: ${out:0:400}"
+  for addr in $(curl -fsS -m 5 "http://${CONSUL_HTTP_ADDR:-$CONSUL_HTTP}/v1/health/service/fnhook-handler" 2>/dev/null \
+    | jq -r '.[] | "\(.Service.Address):\(.Service.Port)"' 2>/dev/null); do
+    h=$(curl -sS -m 5 "http://$addr/healthz" 2>/dev/null) || { log "handler $addr: /healthz does not answer"; continue; }
+    [ "$(jq -r '.status' <<<"$h" 2>/dev/null)" = ok ] || log "handler $addr: $(jq -r '.status + (if .reason then ": " + .reason else "" end)' <<<"$h" 2>/dev/null | cut -c1-400)"
+  done
+}
 
 log() { printf '[fnhook] %s\n' "$*" >&2; }
 die() { printf '[fnhook] error: %s\n' "$*" >&2; exit 1; }

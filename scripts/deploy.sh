@@ -50,6 +50,7 @@ if ! wait_for_quiet 120 passing; then
     curl -fs "http://127.0.0.1:8500/v1/health/service/fnhook-$s?passing=true" | grep -q '"ServiceID"' \
       || log "fnhook-$s is not passing: see 'nomad alloc logs -stderr -job fnhook-$s' (NOMAD_ADDR=$NOMAD_ADDR, binary $NOMAD_BIN)"
   done
+  diagnose
   die "services did not become healthy"
 fi
 log "services are up: gateway http://127.0.0.1:8080, mgmt :8081, handler :8082, builder :8083"

@@ -4,19 +4,21 @@
 # DynamoDB Local and an S3 server (versitygw).
 #   scripts/infra.sh up       install what is missing, start what is not running, wait
 #   scripts/infra.sh down     stop everything and remove what the agents left behind
+#   scripts/infra.sh purge    down, then delete the state directory and all its data
 #   scripts/infra.sh status   one line per server
 #   scripts/infra.sh env      print the FNHOOK_* variables for clients (no secrets)
 #   scripts/infra.sh start consul|nomad|rabbit|dynamo|s3...   start only these
 source "$(dirname "$0")/common.sh"
 
-CONSUL_HTTP=127.0.0.1:8500
-NOMAD_HTTP=127.0.0.1:4646
 DYNAMODB_PORT=8000
 S3_PORT=7070
 NOMAD_DATA=$FNHOOK_STATE/nomad/data
 MODULES_DIR=$FNHOOK_STATE/modules
 RUNNER_DIR=$FNHOOK_STATE/runner
 SECRETS=$FNHOOK_STATE/secrets.env
+# RabbitMQ runs as its own user, which cannot enter a state directory under root's home: its
+# data lives under its own home, in a folder named after this state directory.
+RABBIT_DATA=/var/lib/rabbitmq/fnhook-$(printf '%s' "$FNHOOK_STATE" | sha256sum | cut -c1-12)
 
 mkdir -p "$FNHOOK_STATE"/{logs,run}
 
@@ -24,13 +26,25 @@ pidfile() { echo "$FNHOOK_STATE/run/$1.pid"; }
 running() { local p; p=$(cat "$(pidfile "$1")" 2>/dev/null) && kill -0 "$p" 2>/dev/null; }
 
 # start NAME CMD...: starts CMD detached with a scrubbed environment plus what the caller
-# put in START_ENV, logs to logs/NAME.log, records its pid.
+# put in START_ENV and umask 022 (Nomad builds runner chroots with its own umask), logs to
+# logs/NAME.log, records its pid.
 start() {
   local name=$1; shift
   # shellcheck disable=SC2086
-  setsid env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME="$HOME" ${START_ENV:-} \
-    "$@" >>"$FNHOOK_STATE/logs/$name.log" 2>&1 </dev/null 8>&- 9>&- &
+  (umask 022 && exec setsid env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME="$HOME" ${START_ENV:-} \
+    "$@" >>"$FNHOOK_STATE/logs/$name.log" 2>&1 </dev/null 8>&- 9>&-) &
   echo $! >"$(pidfile "$name")"
+}
+
+# claim_port NAME PORT: stops the script when something else listens on PORT, naming the
+# process: a server left by another state directory would hold other data and credentials.
+claim_port() {
+  local name=$1 port=$2 line pid cmd
+  line=$(ss -Hltnp "sport = :$port" 2>/dev/null | head -1)
+  [ -n "$line" ] || return 0
+  pid=$(grep -o 'pid=[0-9]*' <<<"$line" | head -1 | cut -d= -f2)
+  cmd=$( (tr '\0' ' ' <"/proc/$pid/cmdline") 2>/dev/null | cut -c1-160)
+  die "port $port ($name) is held by pid ${pid:-?} (${cmd:-unknown}), which was not started for this state directory ($FNHOOK_STATE). Stop it (if it is fnhook's: FNHOOK_STATE=<its state directory> make down) or free the port."
 }
 
 consul_ok() { curl -fs "http://$CONSUL_HTTP/v1/status/leader" | grep -q '"'; }
@@ -39,20 +53,25 @@ rabbit_ok() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && timeout 15 rabbit
 dynamo_ok() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$DYNAMODB_PORT" | grep -q 400; }
 s3_ok() { curl -s -o /dev/null "http://127.0.0.1:$S3_PORT"; }
 
+# secrets writes this state directory's secrets once. Only this step needs umask 077, so it
+# runs in a subshell: nothing started later inherits it.
 secrets() {
-  if [ ! -f "$SECRETS" ]; then
+  [ -f "$SECRETS" ] && return 0
+  (
     umask 077
-    cat >"$SECRETS" <<EOS
+    cat >"$SECRETS.tmp" <<EOS
 FNHOOK_ADMIN_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 FNHOOK_HANDLER_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 FNHOOK_AWS_ACCESS_KEY_ID=fnhook$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')
 FNHOOK_AWS_SECRET_ACCESS_KEY=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 EOS
-  fi
+    mv "$SECRETS.tmp" "$SECRETS"
+  )
 }
 
 up_consul() {
-  consul_ok && return 0
+  if running consul; then wait_for consul 60 consul_ok; return 0; fi
+  claim_port consul 8500
   log "starting consul"
   start consul "$CONSUL_BIN" agent -dev -client 127.0.0.1 -bind 127.0.0.1 -log-level warn
   wait_for consul 60 consul_ok
@@ -124,11 +143,12 @@ EOC
 }
 
 up_nomad() {
-  if nomad_ok; then isolate_runners; return 0; fi
   if running nomad; then
     wait_for nomad 60 nomad_ok
+    isolate_runners
     return 0
   fi
+  claim_port nomad 4646
   clean_nomad_leftovers
   log "starting nomad"
   nomad_config
@@ -139,14 +159,18 @@ up_nomad() {
 }
 
 up_rabbit() {
-  rabbit_ok && return 0
+  if running rabbitmq; then wait_for rabbitmq 120 rabbit_ok; return 0; fi
+  claim_port rabbitmq 5672
   log "starting rabbitmq"
-  START_ENV="HOME=/var/lib/rabbitmq RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 ERL_EPMD_ADDRESS=127.0.0.1" start rabbitmq rabbitmq-server
+  install -d -o rabbitmq -g rabbitmq -m 0750 "$RABBIT_DATA"
+  START_ENV="HOME=/var/lib/rabbitmq RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 ERL_EPMD_ADDRESS=127.0.0.1 RABBITMQ_MNESIA_BASE=$RABBIT_DATA" \
+    start rabbitmq rabbitmq-server
   wait_for rabbitmq 120 rabbit_ok
 }
 
 up_dynamo() {
-  dynamo_ok && return 0
+  if running dynamodb; then wait_for "dynamodb local" 60 dynamo_ok; return 0; fi
+  claim_port dynamodb "$DYNAMODB_PORT"
   log "starting dynamodb local"
   mkdir -p "$FNHOOK_STATE/dynamodb"
   (cd "$DYNAMODB_DIR" && start dynamodb java -Djava.library.path=./DynamoDBLocal_lib -jar DynamoDBLocal.jar \
@@ -155,7 +179,8 @@ up_dynamo() {
 }
 
 up_s3() {
-  s3_ok && return 0
+  if running s3; then wait_for s3 30 s3_ok; return 0; fi
+  claim_port s3 "$S3_PORT"
   log "starting s3 (versitygw)"
   mkdir -p "$FNHOOK_STATE/s3"
   # shellcheck disable=SC1090
@@ -192,55 +217,99 @@ unisolate_runners() {
   done
 }
 
-# Leftovers of a Nomad agent that was killed rather than stopped: executors and their
-# tasks, mounts under the data dir, alloc network namespaces, CNI iptables chains, bridge.
+# Leftovers of this state directory's Nomad agent after it was killed rather than stopped:
+# its processes (executors, log shippers, runner tasks), mounts under its data dir, and the
+# network namespaces, iptables rules and CNI leases of its allocations. Only what is this
+# agent's: another agent on the host (another state directory, a cluster test) keeps its own.
 clean_nomad_leftovers() {
-  local p
-  for p in $(pgrep -f "$NOMAD_BIN" || true); do kill -9 "$p" 2>/dev/null || true; done
-  for p in $(pgrep -f "^/usr/bin/node /runner/" || true); do kill -9 "$p" 2>/dev/null || true; done
+  local ids=() d p
+  if [ -d "$NOMAD_DATA/alloc" ]; then
+    for d in "$NOMAD_DATA"/alloc/*/; do [ -d "$d" ] && ids+=("$(basename "$d")"); done
+  fi
+  for p in $(agent_pids); do kill -9 "$p" 2>/dev/null || true; done
   if [ -d "$NOMAD_DATA" ]; then
-    { grep -o " $NOMAD_DATA[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    { grep -o " $NOMAD_DATA/[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   fi
-  if [ -d /var/run/netns ]; then
-    for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
-      [[ $ns =~ ^[0-9a-f]{8}-[0-9a-f]{4}- ]] && ip netns delete "$ns" 2>/dev/null || true
-    done
+  if [ ${#ids[@]} -gt 0 ]; then
+    for d in "${ids[@]}"; do ip netns delete "$d" 2>/dev/null || true; done
+    remove_alloc_rules "${ids[@]}"
   fi
-  if command -v iptables >/dev/null; then
-    local table chain rule
-    for table in filter nat mangle; do
-      # First every rule that jumps to a chain of theirs, then the chains themselves.
-      for chain in $(iptables -t $table -S 2>/dev/null | awk '/^-N (CNI-|NOMAD-)/{print $2}' || true); do
-        while read -r rule; do
-          [ -n "$rule" ] || continue
-          # iptables -S quotes comments the way a shell does: let the shell split the rule.
-          eval "iptables -t $table ${rule/#-A/-D}" 2>/dev/null || true
-        done < <(iptables -t $table -S 2>/dev/null | grep -E -- "-j $chain( |\$)" || true)
-      done
-      for chain in $(iptables -t $table -S 2>/dev/null | awk '/^-N (CNI-|NOMAD-)/{print $2}' || true); do
-        iptables -t $table -F "$chain" 2>/dev/null || true
-      done
-      for chain in $(iptables -t $table -S 2>/dev/null | awk '/^-N (CNI-|NOMAD-)/{print $2}' || true); do
-        iptables -t $table -X "$chain" 2>/dev/null || true
-      done
-    done
+  # What the bridge mode of any agent shares: gone only when no Nomad agent is left.
+  if ! pgrep -f '(^|/)nomad agent' >/dev/null; then
+    ip link delete nomad 2>/dev/null || true
+    if command -v iptables >/dev/null; then
+      while read -r num; do iptables -D FORWARD "$num" 2>/dev/null || true; done \
+        < <(iptables -L FORWARD -n --line-numbers 2>/dev/null | awk '$2 == "NOMAD-ADMIN" {print $1}' | sort -rn)
+      iptables -F NOMAD-ADMIN 2>/dev/null && iptables -X NOMAD-ADMIN 2>/dev/null || true
+    fi
+    unisolate_runners
   fi
-  ip link delete nomad 2>/dev/null || true
-  unisolate_runners
   rm -rf "$NOMAD_DATA"
 }
 
+# agent_pids prints the processes of this state directory's Nomad agent: the agent (its
+# config is here), its plugins (executors, log shippers: files open under the data dir) and
+# its tasks (chrooted or working under the data dir).
+agent_pids() {
+  local p exe
+  for p in /proc/[0-9]*; do
+    p=${p#/proc/}
+    [ "$p" = $$ ] && continue
+    case $(readlink "/proc/$p/root" 2>/dev/null)/ in "$NOMAD_DATA"/*) echo "$p"; continue ;; esac
+    case $(readlink "/proc/$p/cwd" 2>/dev/null)/ in "$NOMAD_DATA"/*) echo "$p"; continue ;; esac
+    exe=$(readlink "/proc/$p/exe" 2>/dev/null) || continue
+    [ "$exe" = "$NOMAD_BIN" ] || continue
+    if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF "$FNHOOK_STATE/" \
+      || ls -l "/proc/$p/fd" 2>/dev/null | grep -qF "$NOMAD_DATA/"; then
+      echo "$p"
+    fi
+  done
+}
+
+# remove_alloc_rules ID...: deletes the iptables rules the CNI plugins made for these
+# allocations (their comments name the allocation id; the firewall's name its address, read
+# from the CNI lease), then the per-allocation chains they jumped to. Rules are deleted by
+# number, highest first, so no rule text is ever re-parsed by a shell.
+remove_alloc_rules() {
+  command -v iptables >/dev/null || return 0
+  local pattern lease ip table chain num target
+  pattern=$(IFS='|'; echo "$*")
+  for lease in /var/lib/cni/networks/nomad/*; do
+    [ -f "$lease" ] && grep -qE "$pattern" "$lease" 2>/dev/null || continue
+    # In `iptables -L -n` a host address stands alone in its column.
+    ip=${lease##*/}
+    pattern="$pattern|[[:space:]]${ip//./\\.}([[:space:]]|\$)"
+    rm -f "$lease"
+  done
+  for table in filter nat mangle; do
+    local jumped=()
+    for chain in $(iptables -t "$table" -S 2>/dev/null | awk '/^-[NP] /{print $2}'); do
+      while read -r num target; do
+        [[ $target == CNI-* ]] && jumped+=("$target")
+        iptables -t "$table" -D "$chain" "$num" 2>/dev/null || true
+      done < <(iptables -t "$table" -L "$chain" -n --line-numbers 2>/dev/null | grep -E "$pattern" | awk '{print $1, $2}' | sort -rn)
+    done
+    for chain in $(printf '%s\n' "${jumped[@]}" | sort -u); do
+      case $chain in CNI-HOSTPORT-*|CNI-FORWARD|CNI-ADMIN) continue ;; esac
+      iptables -t "$table" -F "$chain" 2>/dev/null && iptables -t "$table" -X "$chain" 2>/dev/null || true
+    done
+  done
+}
+
+# down_nomad stops fnhook's jobs (and only those), waits until their allocations stopped,
+# purges them, then stops the agent.
 down_nomad() {
-  if nomad_ok; then
-    local jobs
-    jobs=$(curl -fsS "http://$NOMAD_HTTP/v1/jobs" | grep -o '"ID":"[^"]*"' | cut -d'"' -f4 || true)
-    for j in $jobs; do curl -fsS -X DELETE "http://$NOMAD_HTTP/v1/job/$j" >/dev/null || true; done
-    # Wait until every allocation is no longer running, then purge.
+  if running nomad && nomad_ok; then
+    local jobs allocs
+    jobs=$(nomad_api "/v1/jobs?prefix=fnhook-" | jq -r '.[].ID' || true)
+    for j in $jobs; do nomad_api "/v1/job/$j" -X DELETE >/dev/null || true; done
     local end=$((SECONDS + 60))
-    while ((SECONDS < end)) && curl -fsS "http://$NOMAD_HTTP/v1/allocations" | grep -q '"ClientStatus":"\(running\|pending\)"'; do
+    while ((SECONDS < end)); do
+      allocs=$(nomad_api /v1/allocations | jq -r '[.[] | select((.JobID | startswith("fnhook-")) and (.ClientStatus == "running" or .ClientStatus == "pending"))] | length' || echo 0)
+      [ "$allocs" = 0 ] && break
       sleep 0.5
     done
-    for j in $jobs; do curl -fsS -X DELETE "http://$NOMAD_HTTP/v1/job/$j?purge=true" >/dev/null || true; done
+    for j in $jobs; do nomad_api "/v1/job/$j?purge=true" -X DELETE >/dev/null || true; done
   fi
   stop_pid nomad 20
   clean_nomad_leftovers
@@ -292,13 +361,23 @@ cmd_down() {
   stop_pid consul
   stop_pid dynamodb
   stop_pid s3
-  if rabbit_ok 2>/dev/null; then rabbitmqctl -q stop >/dev/null 2>&1 || true; fi
-  stop_pid rabbitmq
-  # RabbitMQ's port mapper daemon outlives the broker; it exits once no node is registered.
-  for epmd in /usr/lib/erlang/bin/epmd /usr/lib/erlang/erts-*/bin/epmd; do
-    [ -x "$epmd" ] && { "$epmd" -kill >/dev/null 2>&1 || true; break; }
-  done
+  if running rabbitmq; then
+    rabbitmqctl -q stop >/dev/null 2>&1 || true
+    stop_pid rabbitmq 30
+    # RabbitMQ's port mapper daemon outlives the broker; it exits once no node is registered.
+    for epmd in /usr/lib/erlang/bin/epmd /usr/lib/erlang/erts-*/bin/epmd; do
+      [ -x "$epmd" ] && { "$epmd" -kill >/dev/null 2>&1 || true; break; }
+    done
+  fi
+  rm -f "$(pidfile rabbitmq)"
   log "infrastructure is down"
+}
+
+# cmd_purge stops everything and removes this state directory with all its data (what
+# `make test` does with the state directory it made for its run).
+cmd_purge() {
+  cmd_down
+  rm -rf "$RABBIT_DATA" "$FNHOOK_STATE"
 }
 
 cmd_status() {
@@ -323,9 +402,10 @@ EOE
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
+  purge) cmd_purge ;;
   status) cmd_status ;;
   env) cmd_env ;;
   sync-runner) sync_runner ;;
   start) secrets; sync_runner; shift; for n in "$@"; do "up_$n"; done ;;
-  *) die "usage: $0 up|down|status|env" ;;
+  *) die "usage: $0 up|down|purge|status|env" ;;
 esac

@@ -72,6 +72,8 @@ install_apt() {
   command -v iptables >/dev/null || missing+=(iptables)
   command -v wrk >/dev/null || missing+=(wrk)
   command -v ip >/dev/null || missing+=(iproute2)
+  command -v jq >/dev/null || missing+=(jq)
+  command -v ss >/dev/null || missing+=(iproute2)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "apt-get install ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
