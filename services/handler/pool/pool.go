@@ -162,6 +162,12 @@ type Pool struct {
 	// backoff after failed registrations
 	failUntil time.Time
 	failDelay time.Duration
+	// failedStarts counts runner starts that failed in a row (the job was not registered,
+	// or the runner ended before it answered); a new runner that answers resets it.
+	// lastFailure and lastFailureAt tell the latest one.
+	failedStarts  int
+	lastFailure   string
+	lastFailureAt time.Time
 }
 
 // New returns a pool; Run starts it. reg receives its metrics (may be nil).
@@ -189,6 +195,33 @@ func (p *Pool) Ready() error {
 	default:
 		return fmt.Errorf("the runner pool is recovering %d runners", p.recovering)
 	}
+}
+
+// degradedAfter is how many runner starts must fail in a row before the pool reports
+// itself degraded: one failure can be a passing hiccup, three mean no runner can start.
+const degradedAfter = 3
+
+// Degraded returns why the pool cannot give a new tenant a runner, or "" when it can: the
+// last degradedAfter runner starts failed and no runner is idle. The handler still
+// serves the tenants that have runners, so this is for /healthz's degraded answer
+// (server.Server.Degraded), not for Ready.
+func (p *Pool) Degraded() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.degradedLocked()
+}
+
+func (p *Pool) degradedLocked() string {
+	if p.failedStarts < degradedAfter || p.pickIdleLocked() != nil {
+		return ""
+	}
+	return "no runner could start: " + p.lastFailure
+}
+
+// startFailedLocked counts a failed runner start; reason says why.
+func (p *Pool) startFailedLocked(reason string) {
+	p.failedStarts++
+	p.lastFailure, p.lastFailureAt = reason, p.now()
 }
 
 // recoveryGrace bounds how long recovered runners may take to answer before the pool
@@ -305,7 +338,12 @@ func (p *Pool) Observe(jobID string, a runnerjob.Alloc) {
 		return // not the allocation we know (there is only one per job)
 	}
 	if a.Terminal {
-		p.endLocked(r, "allocation "+a.ClientStatus)
+		reason := "allocation " + a.ClientStatus
+		if a.Failure != "" {
+			// Nomad's own words (a driver's error) tell the operator what to fix.
+			reason += ": " + a.Failure
+		}
+		p.endLocked(r, reason)
 		return
 	}
 	r.allocID = a.ID
@@ -604,7 +642,8 @@ func (p *Pool) refill() {
 			defer p.mu.Unlock()
 			if err != nil {
 				p.m.starts.WithLabelValues("failed").Inc()
-				p.log.Error("register runner job", "job", r.jobID, "err", err)
+				p.startFailedLocked(err.Error())
+				p.log.Error("register runner job", "job", r.jobID, "err", err, "failed_in_a_row", p.failedStarts)
 				if p.byJob[r.jobID] == r {
 					delete(p.byJob, r.jobID)
 				}
@@ -689,6 +728,8 @@ func (p *Pool) becameReady(r *runner, st runnerapi.State) {
 		r.state = idle
 		p.failDelay = 0
 		if !r.recovered {
+			// Only a runner the pool started proves that starts work again.
+			p.failedStarts = 0
 			p.m.ready.Observe(p.now().Sub(r.registered).Seconds())
 			p.log.Info("runner ready", "job", r.jobID, "address", r.address, "took", p.now().Sub(r.registered))
 		}
@@ -728,7 +769,9 @@ func (p *Pool) endLocked(r *runner, reason string) {
 		// back off rather than register replacements in a tight loop.
 		p.failDelay = min(max(p.failDelay*2, 500*time.Millisecond), 30*time.Second)
 		p.failUntil = p.now().Add(p.failDelay)
-		p.log.Error("runner failed before it was ready", "job", r.jobID, "reason", reason, "retry_in", p.failDelay)
+		p.startFailedLocked(reason)
+		p.log.Error("runner failed before it was ready", "job", r.jobID, "reason", reason, "retry_in", p.failDelay,
+			"failed_in_a_row", p.failedStarts)
 	} else {
 		p.log.Info("runner ended", "job", r.jobID, "tenant", r.tenant, "state", r.state.String(), "reason", reason)
 	}
@@ -913,10 +956,33 @@ func newMetrics(p *Pool, reg prometheus.Registerer) *metrics {
 			return float64(pick(s, i, a))
 		})
 	}
+	locked := func(name, help string, value func() float64) prometheus.GaugeFunc {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			return value()
+		})
+	}
 	reg.MustRegister(m.starts, m.ends, m.ready, m.assigns, m.noCapacity,
 		gauge("fnhook_handler_pool_idle", "Idle, unassigned runners ready to take a tenant.", func(_, i, _ int) int { return i }),
 		gauge("fnhook_handler_pool_assigned", "Runners assigned to a tenant.", func(_, _, a int) int { return a }),
 		gauge("fnhook_handler_pool_starting", "Runners registered and not ready yet.", func(s, _, _ int) int { return s }),
+		locked("fnhook_handler_pool_degraded", "1 when the last runner starts all failed and no runner is idle (/healthz says why), else 0.",
+			func() float64 {
+				if p.degradedLocked() != "" {
+					return 1
+				}
+				return 0
+			}),
+		locked("fnhook_handler_pool_failed_starts", "Runner starts that failed in a row since a new runner last answered.",
+			func() float64 { return float64(p.failedStarts) }),
+		locked("fnhook_handler_pool_last_start_failure_timestamp_seconds", "Unix time of the last failed runner start (0: none).",
+			func() float64 {
+				if p.lastFailureAt.IsZero() {
+					return 0
+				}
+				return float64(p.lastFailureAt.UnixNano()) / 1e9
+			}),
 	)
 	return m
 }

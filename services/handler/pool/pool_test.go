@@ -1,16 +1,23 @@
 package pool
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	fnhook "github.com/fnhook/fnhook/libs"
 	"github.com/fnhook/fnhook/libs/runnerapi"
+	"github.com/fnhook/fnhook/libs/server"
 	"github.com/fnhook/fnhook/services/handler/runnerjob"
 )
 
@@ -53,8 +60,9 @@ type fakes struct {
 	runners  map[string]*fakeRunner // by address (= job id)
 	stopped  []string
 	pool     *Pool
-	place    bool // place a registered job at once (send its allocation)
-	fail     bool // its allocation fails at once instead
+	place    bool   // place a registered job at once (send its allocation)
+	fail     bool   // its allocation fails at once instead
+	failure  string // what Nomad says of the failed allocation (runnerjob.Alloc.Failure)
 	regs     int
 	regErr   error // Register fails
 	assigned []string
@@ -81,10 +89,10 @@ func (f *fakes) Register(_ context.Context, jobID, token string) error {
 	}
 	f.runners[jobID] = &fakeRunner{healthy: true, functions: map[string]int{}}
 	f.regs++
-	place, fail := f.place, f.fail
+	place, fail, failure := f.place, f.fail, f.failure
 	f.mu.Unlock()
 	if fail {
-		go f.pool.Observe(jobID, runnerjob.Alloc{ID: "alloc-" + jobID, ClientStatus: "failed", Terminal: true})
+		go f.pool.Observe(jobID, runnerjob.Alloc{ID: "alloc-" + jobID, ClientStatus: "failed", Terminal: true, Failure: failure})
 		return nil
 	}
 	if place {
@@ -177,6 +185,12 @@ func (f *fakes) wasStopped(id string) bool {
 
 func testPool(t *testing.T, cfg Config, f *fakes) *Pool {
 	t.Helper()
+	return testPoolWith(t, cfg, f, slog.New(slog.DiscardHandler), nil)
+}
+
+// testPoolWith is testPool with a logger and a registry for the pool's metrics.
+func testPoolWith(t *testing.T, cfg Config, f *fakes, log *slog.Logger, reg prometheus.Registerer) *Pool {
+	t.Helper()
 	cfg.Secret = "secret-secret-secret"
 	if cfg.HealthInterval == 0 {
 		cfg.HealthInterval = time.Hour // tests call checkHealth themselves
@@ -184,7 +198,7 @@ func testPool(t *testing.T, cfg Config, f *fakes) *Pool {
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = time.Hour
 	}
-	p := New(cfg, f, f, slog.New(slog.DiscardHandler), nil)
+	p := New(cfg, f, f, log, reg)
 	f.pool = p
 	return p
 }
@@ -531,4 +545,133 @@ func TestAcquireWaitsForRecovery(t *testing.T) {
 		t.Fatalf("recovered version %d, want 2", v)
 	}
 	eventually(t, "pool ready", func() bool { return p.Ready() == nil })
+}
+
+// denied is the driver failure that runners met on a node whose Node.js the task user
+// could not execute.
+const denied = `Driver Failure: failed to launch command with executor: exec: "/usr/bin/node": stat /usr/bin/node: permission denied`
+
+func TestStartFailuresDegradePool(t *testing.T) {
+	f := newFakes()
+	f.fail, f.failure = true, denied
+	var logs syncBuffer
+	reg := prometheus.NewRegistry()
+	p := testPoolWith(t, Config{MinIdle: 3, MaxRunners: 4}, f, slog.New(slog.NewJSONHandler(&logs, nil)), reg)
+	run(t, p)
+
+	want := `{"status":"degraded","reason":"no runner could start: allocation failed: ` + jsonString(denied) + `"}`
+	eventually(t, "degraded /healthz", func() bool { _, body := healthz(p); return body == want })
+	if code, body := healthz(p); code != http.StatusOK {
+		t.Fatalf("/healthz of a degraded pool = %d %s, want 200 so Consul keeps routing to it", code, body)
+	}
+	if v := metricValue(t, reg, "fnhook_handler_pool_degraded", nil); v != 1 {
+		t.Fatalf("fnhook_handler_pool_degraded = %v, want 1", v)
+	}
+	if v := metricValue(t, reg, "fnhook_handler_pool_failed_starts", nil); v < degradedAfter {
+		t.Fatalf("fnhook_handler_pool_failed_starts = %v, want at least %d", v, degradedAfter)
+	}
+	if v := metricValue(t, reg, "fnhook_handler_runner_ends_total", map[string]string{"reason": "allocation"}); v < degradedAfter {
+		t.Fatalf(`fnhook_handler_runner_ends_total{reason="allocation"} = %v, want at least %d`, v, degradedAfter)
+	}
+	if line := `"reason":"allocation failed: ` + jsonString(denied) + `"`; !strings.Contains(logs.String(), line) {
+		t.Fatalf("no log line with %s in:\n%s", line, logs.String())
+	}
+
+	// Runners start again: the first one that answers ends the degraded state.
+	f.mu.Lock()
+	f.fail = false
+	f.mu.Unlock()
+	eventually(t, "an idle runner", func() bool { return idleCount(p) > 0 })
+	if code, body := healthz(p); code != http.StatusOK || body != `{"status":"ok"}` {
+		t.Fatalf("/healthz once a runner started = %d %s, want 200 ok", code, body)
+	}
+	if v := metricValue(t, reg, "fnhook_handler_pool_degraded", nil); v != 0 {
+		t.Fatalf("fnhook_handler_pool_degraded = %v once a runner started, want 0", v)
+	}
+	if v := metricValue(t, reg, "fnhook_handler_pool_failed_starts", nil); v != 0 {
+		t.Fatalf("fnhook_handler_pool_failed_starts = %v once a runner started, want 0", v)
+	}
+}
+
+func TestIdleRunnerKeepsPoolNotDegraded(t *testing.T) {
+	f := newFakes()
+	f.fail, f.failure = true, denied
+	reg := prometheus.NewRegistry()
+	p := testPoolWith(t, Config{MinIdle: 4, MaxRunners: 4}, f, slog.New(slog.DiscardHandler), reg)
+	f.runners["idle-1"] = &fakeRunner{healthy: true, functions: map[string]int{}}
+	p.Recover([]runnerjob.Job{{ID: "idle-1", Alloc: &runnerjob.Alloc{ID: "a1", Address: "idle-1"}}})
+	run(t, p)
+	eventually(t, "new runners failed and the recovered one idle", func() bool {
+		return metricValue(t, reg, "fnhook_handler_pool_failed_starts", nil) >= degradedAfter && idleCount(p) == 1
+	})
+	if code, body := healthz(p); code != http.StatusOK || body != `{"status":"ok"}` {
+		t.Fatalf("/healthz with an idle runner left = %d %s, want 200 ok: a new tenant still gets a runner", code, body)
+	}
+	if _, _, err := p.Acquire(context.Background(), "acme"); err != nil {
+		t.Fatalf("Acquire: %v", err)
+	}
+	if _, body := healthz(p); !strings.HasPrefix(body, `{"status":"degraded","reason":"no runner could start: allocation failed: Driver Failure:`) {
+		t.Fatalf("/healthz once the last idle runner is taken = %s, want degraded", body)
+	}
+}
+
+// healthz answers GET /healthz of a server wired to the pool as the handler wires it.
+func healthz(p *Pool) (int, string) {
+	s := server.New("handler", slog.New(slog.DiscardHandler))
+	s.Ready = func(context.Context) error { return p.Ready() }
+	s.Degraded = p.Degraded
+	rec := httptest.NewRecorder()
+	s.Echo.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+	return rec.Code, strings.TrimSpace(rec.Body.String())
+}
+
+// jsonString is s as encoding/json writes it inside quotes.
+func jsonString(s string) string {
+	return strings.ReplaceAll(s, `"`, `\"`)
+}
+
+// metricValue returns the value of the gauge or counter name whose labels include labels.
+func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if v, ok := labels[l.GetName()]; ok && v != l.GetValue() {
+					continue metrics
+				}
+			}
+			if g := m.GetGauge(); g != nil {
+				return g.GetValue()
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s%v", name, labels)
+	return 0
+}
+
+// syncBuffer is a log destination the pool's goroutines may write to while a test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
