@@ -127,6 +127,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	srv.Ready = func(ctx context.Context) error {
 		return errors.Join(runnerPool.Ready(), q.Ping(ctx))
 	}
+	// A pool that cannot start runners still serves the tenants it has: degraded, not down.
+	srv.Degraded = runnerPool.Degraded
 	resolveapi.Mount(srv.Echo, res, secret)
 	log.Info("handler starting", "node", nodeID, "job_prefix", jobs.JobPrefix(), "modules_dir", modulesDir,
 		"job_file", jobFile, "min_idle", poolCfg.MinIdle, "max_runners", poolCfg.MaxRunners, "recovered", len(existing))
