@@ -18,6 +18,7 @@ import (
 
 	fnhook "github.com/fnhook/fnhook/libs"
 	"github.com/fnhook/fnhook/libs/testinfra"
+	"github.com/fnhook/fnhook/services/builder/sandbox"
 )
 
 // proc is a builder binary running as a subprocess; its log lines are kept.
@@ -88,16 +89,20 @@ func TestKilledBuilderIsTakenOver(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	// The build folders go to a folder of this test (traversable by the sandbox user), so a
-	// killed builder's leftovers are removed with it.
+	// The build folders go to a folder of this test, so a killed builder's leftovers are
+	// removed with it.
 	work, err := os.MkdirTemp("", "builder-work-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(work) })
-	if err := os.Chmod(work, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(func() {
+		// The killed builder's workspace is still mounted.
+		entries, _ := os.ReadDir(work)
+		for _, e := range entries {
+			_ = sandbox.UnmountWorkspace(filepath.Join(work, e.Name()))
+		}
+		os.RemoveAll(work)
+	})
 	vars := []string{
 		"FNHOOK_BUILDER_WORKDIR=" + work,
 		"PATH=" + os.Getenv("PATH"),

@@ -26,7 +26,14 @@ import (
 	"github.com/fnhook/fnhook/libs/testinfra"
 	"github.com/fnhook/fnhook/services/builder/build"
 	"github.com/fnhook/fnhook/services/builder/npm"
+	"github.com/fnhook/fnhook/services/builder/sandbox"
 )
+
+// TestMain lets this test binary act as the sandbox helper: builds run sandboxed as root.
+func TestMain(m *testing.M) {
+	sandbox.Main()
+	os.Exit(m.Run())
+}
 
 // harness is one test's real servers under unique names, plus a queue that collects the
 // module events the builders publish.

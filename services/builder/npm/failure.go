@@ -17,8 +17,9 @@ type Failure struct {
 	// Transient means the module is not to blame (registry, network, disk): try again later.
 	Transient bool
 	// Reason is npm's error code (E404, ETARGET, ECONNRESET...), or "timeout", "killed",
-	// "exit" (a non-zero exit without a code, usually an install script), "start" or
-	// "workspace" (the builder's own trouble).
+	// "exit" (a non-zero exit without a code, usually an install script), "memory", "pids"
+	// or "disk" (a sandbox limit was hit), "start" or "workspace" (the builder's own
+	// trouble).
 	Reason string
 	// Message is npm's own error output with the temporary paths stripped, at most
 	// MessageLimit bytes.
@@ -33,7 +34,12 @@ func (f *Failure) Error() string {
 	if f.Transient {
 		kind = "transient"
 	}
-	return "npm install failed (" + kind + ", " + f.Reason + "): " + f.Message
+	msg := "npm install failed (" + kind + ", " + f.Reason + "): " + f.Message
+	if f.Transient && f.Err != nil {
+		// The cause is the builder's own trouble: say it in the logs.
+		msg += ": " + f.Err.Error()
+	}
+	return msg
 }
 
 // Unwrap returns the cause.

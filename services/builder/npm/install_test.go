@@ -1,6 +1,7 @@
 package npm
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -9,13 +10,20 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fnhook/fnhook/services/builder/sandbox"
 )
 
+func TestMain(m *testing.M) {
+	sandbox.Main()
+	os.Exit(m.Run())
+}
+
 // fakeNPM writes an executable "npm" script into a folder the sandbox user can read and
-// returns its path.
+// returns its path. The folder is in /tmp, which the sandbox hides: the Installer keeps
+// npm's own folder visible.
 func fakeNPM(t *testing.T, script string) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "fake-npm-")
@@ -70,13 +78,26 @@ func TestInstallEnvironmentIsBuiltFromNothing(t *testing.T) {
 	}
 	want := map[string]string{
 		"HOME":                filepath.Join(ws.Dir, "home"),
+		"TMPDIR":              filepath.Join(ws.Dir, "tmp"),
 		"npm_config_cache":    filepath.Join(ws.Dir, "cache"),
 		"npm_config_registry": "https://registry.example.test/",
 		"NODE_EXTRA_CA_CERTS": "/etc/ssl/certs/extra.pem",
 	}
+	if in.nodeDir != "" {
+		want["npm_config_nodedir"] = in.nodeDir
+	}
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("npm's %s = %q, want %q", k, got[k], v)
+		}
+	}
+	// In the sandbox npm's only way out is the proxy on the sandbox's own loopback.
+	for _, k := range proxyEnv {
+		if in.Sandboxed() {
+			if !regexp.MustCompile(`^http://127\.0\.0\.1:\d+$`).MatchString(got[k]) {
+				t.Errorf("npm's %s = %q, want the sandbox's proxy", k, got[k])
+			}
+			want[k] = got[k]
 		}
 	}
 	if !strings.Contains(got["PATH"], "/usr/bin") {
@@ -104,11 +125,11 @@ func TestInstallEnvironmentIsBuiltFromNothing(t *testing.T) {
 	}
 	wantUID := strconv.Itoa(os.Geteuid())
 	if os.Geteuid() == 0 {
-		nobody, err := user.Lookup("nobody")
+		build, err := user.Lookup(DefaultUser)
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantUID = nobody.Uid
+		wantUID = build.Uid
 		if !in.Sandboxed() {
 			t.Error("running as root but not sandboxed")
 		}
@@ -124,8 +145,8 @@ func TestEnv(t *testing.T) {
 		caFile string
 		want   []string
 	}{
-		{"without CA file", "", []string{"PATH", "HOME", "npm_config_cache", "npm_config_registry"}},
-		{"with CA file", "/ca.pem", []string{"PATH", "HOME", "npm_config_cache", "npm_config_registry", "NODE_EXTRA_CA_CERTS"}},
+		{"without CA file", "", []string{"PATH", "HOME", "TMPDIR", "npm_config_cache", "npm_config_registry"}},
+		{"with CA file", "/ca.pem", []string{"PATH", "HOME", "TMPDIR", "npm_config_cache", "npm_config_registry", "NODE_EXTRA_CA_CERTS"}},
 	}
 	t.Setenv("FNHOOK_ADMIN_KEY", "x")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "y")
@@ -145,11 +166,11 @@ func TestEnv(t *testing.T) {
 	}
 }
 
-func TestInstallTimeoutKillsTheProcessGroup(t *testing.T) {
-	// The fake npm starts a grandchild, reports its pid, then hangs.
-	script := `sleep 60 &
-echo "npm error child $!" >&2
-sleep 60
+func TestInstallTimeoutKillsEverything(t *testing.T) {
+	// The fake npm starts a grandchild (detached from its process group), then hangs.
+	marker := strconv.Itoa(6000 + os.Getpid()%1000)
+	script := `setsid sleep ` + marker + ` </dev/null >/dev/null 2>&1 &
+sleep ` + marker + `
 `
 	in, err := New(Config{NPM: fakeNPM(t, script), Timeout: 700 * time.Millisecond})
 	if err != nil {
@@ -167,27 +188,34 @@ sleep 60
 	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("Install took %s after a 700ms limit", took)
 	}
-	m := regexp.MustCompile(`child (\d+)`).FindStringSubmatch(f.Message)
-	if m == nil {
-		t.Fatalf("no child pid in %q", f.Message)
+	if !in.Sandboxed() {
+		return // without the sandbox only npm's own process group is killed
 	}
-	pid, _ := strconv.Atoi(m[1])
 	deadline := time.Now().Add(3 * time.Second)
-	for syscall.Kill(pid, 0) == nil && !isZombie(pid) {
+	for len(procsWith("sleep\x00"+marker+"\x00")) > 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("grandchild %d still runs after the time limit", pid)
+			t.Fatalf("a process of the install still runs after the time limit: %v", procsWith("sleep\x00"+marker+"\x00"))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-func isZombie(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return true
+// procsWith returns the pids whose command line holds cmdline (NUL-separated arguments),
+// ignoring zombies.
+func procsWith(cmdline string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err == nil && bytes.Contains(append(b, 0), []byte(cmdline)) {
+			pids = append(pids, pid)
+		}
 	}
-	_, rest, _ := strings.Cut(string(b), ") ")
-	return strings.HasPrefix(rest, "Z")
+	return pids
 }
 
 func TestInstallScriptFailureIsPermanent(t *testing.T) {
@@ -251,4 +279,85 @@ func TestSweep(t *testing.T) {
 			t.Errorf("%s exists = %v, want %v", d, err == nil, want)
 		}
 	}
+}
+
+// TestLimitsFailPermanently: a module that hits a sandbox limit fails for good, saying
+// which limit and how large it is.
+func TestLimitsFailPermanently(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the sandbox's limits need root")
+	}
+	prefix := `while [ $# -gt 0 ]; do case "$1" in --prefix) p="$2"; shift;; esac; shift; done
+`
+	tests := []struct {
+		name, script, reason, message string
+	}{
+		{"memory", `node -e 'const a = []; for (;;) a.push(Buffer.alloc(1 << 20, 1))'`,
+			"memory", "npm install ran out of memory: the builder allows 96 MiB"},
+		{"disk", `dd if=/dev/zero of="$p/big" bs=1M count=64 || { echo "npm error code ENOSPC" >&2; exit 1; }`,
+			"disk", "npm install ran out of disk space: the builder allows 16 MiB"},
+		{"pids", `for i in $(seq 100); do sleep 30 & done 2>/dev/null; wait`,
+			"pids", "npm install started too many processes: the builder allows 24"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in, err := New(Config{NPM: fakeNPM(t, prefix+tt.script), Timeout: 20 * time.Second,
+				Limits: sandbox.Limits{MemoryBytes: 96 << 20, Pids: 24, DiskBytes: 16 << 20}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = in.Install(context.Background(), "hog", "1.0.0")
+			var f *Failure
+			if !errors.As(err, &f) {
+				t.Fatalf("Install error = %v, want a *Failure", err)
+			}
+			if f.Transient || f.Reason != tt.reason || !strings.HasPrefix(f.Message, tt.message) {
+				t.Fatalf("failure = %+v, want permanent %q starting %q", f, tt.reason, tt.message)
+			}
+		})
+	}
+}
+
+func TestSweepUnmountsLeftovers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root")
+	}
+	work := t.TempDir()
+	in, err := New(Config{NPM: fakeNPM(t, "exit 0"), WorkDir: work, Limits: sandbox.Limits{DiskBytes: 4 << 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What a builder killed in the middle of a build leaves: a mounted workspace.
+	ws, err := in.prepare()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ws.Cleanup() })
+	if !mounted(ws.Dir) {
+		t.Fatalf("%s is not a mount point after prepare", ws.Dir)
+	}
+	long := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(ws.Dir, long, long); err != nil {
+		t.Fatal(err)
+	}
+	n, err := in.Sweep(10 * time.Minute)
+	if err != nil || n < 1 {
+		t.Fatalf("Sweep = %d, %v; want the workspace removed", n, err)
+	}
+	if mounted(ws.Dir) {
+		t.Fatalf("%s is still mounted after Sweep", ws.Dir)
+	}
+	if _, err := os.Stat(ws.Dir); err == nil {
+		t.Fatalf("%s still exists after Sweep", ws.Dir)
+	}
+}
+
+func mounted(dir string) bool {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
+			return true
+		}
+	}
+	return false
 }
