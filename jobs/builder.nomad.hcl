@@ -26,10 +26,6 @@ variable "consul_addr" {
   type    = string
   default = "127.0.0.1:8500"
 }
-variable "amqp_url" {
-  type    = string
-  default = "amqp://guest:guest@127.0.0.1:5672/"
-}
 variable "dynamodb_endpoint" {
   type    = string
   default = "http://127.0.0.1:8000"
@@ -37,14 +33,6 @@ variable "dynamodb_endpoint" {
 variable "s3_endpoint" {
   type    = string
   default = "http://127.0.0.1:7070"
-}
-variable "aws_access_key_id" {
-  type    = string
-  default = ""
-}
-variable "aws_secret_access_key" {
-  type    = string
-  default = ""
 }
 variable "npm_registry" {
   type    = string
@@ -60,6 +48,7 @@ variable "concurrency" {
 }
 
 job "fnhook-builder" {
+  namespace   = "fnhook"
   type        = "service"
   datacenters = var.datacenters
 
@@ -85,14 +74,26 @@ job "fnhook-builder" {
         FNHOOK_LISTEN                = var.listen
         FNHOOK_LOG_LEVEL             = var.log_level
         FNHOOK_CONSUL_ADDR           = var.consul_addr
-        FNHOOK_AMQP_URL              = var.amqp_url
         FNHOOK_DYNAMODB_ENDPOINT     = var.dynamodb_endpoint
         FNHOOK_S3_ENDPOINT           = var.s3_endpoint
-        FNHOOK_AWS_ACCESS_KEY_ID     = var.aws_access_key_id
-        FNHOOK_AWS_SECRET_ACCESS_KEY = var.aws_secret_access_key
         FNHOOK_NPM_REGISTRY          = var.npm_registry
         FNHOOK_NPM_CAFILE            = var.npm_cafile
         FNHOOK_BUILDER_CONCURRENCY   = var.concurrency
+      }
+
+      # Secrets (tokens, passwords, keys) come from the Nomad Variable nomad/jobs/fnhook-builder
+      # in this namespace, which scripts/deploy.sh writes; the task reads it with its own
+      # workload identity. So no secret is in this job spec, on a command line or in a log.
+      template {
+        destination = "${NOMAD_SECRETS_DIR}/fnhook.env"
+        env         = true
+        change_mode = "restart"
+        perms       = "0400"
+        data        = <<-EOT
+        {{- with nomadVar "nomad/jobs/fnhook-builder" }}{{ range .Tuples }}
+        {{ .K }}={{ .V }}
+        {{- end }}{{ end }}
+        EOT
       }
 
       kill_timeout = "20s"

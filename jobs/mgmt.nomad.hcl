@@ -26,10 +26,6 @@ variable "consul_addr" {
   type    = string
   default = "127.0.0.1:8500"
 }
-variable "amqp_url" {
-  type    = string
-  default = "amqp://guest:guest@127.0.0.1:5672/"
-}
 variable "dynamodb_endpoint" {
   type    = string
   default = "http://127.0.0.1:8000"
@@ -38,24 +34,13 @@ variable "s3_endpoint" {
   type    = string
   default = "http://127.0.0.1:7070"
 }
-variable "aws_access_key_id" {
-  type    = string
-  default = ""
-}
-variable "aws_secret_access_key" {
-  type    = string
-  default = ""
-}
-variable "admin_key" {
-  type        = string
-  description = "The admin key of the management API."
-}
 variable "npm_registry" {
   type    = string
   default = "https://registry.npmjs.org/"
 }
 
 job "fnhook-mgmt" {
+  namespace   = "fnhook"
   type        = "service"
   datacenters = var.datacenters
 
@@ -81,13 +66,24 @@ job "fnhook-mgmt" {
         FNHOOK_LISTEN                = var.listen
         FNHOOK_LOG_LEVEL             = var.log_level
         FNHOOK_CONSUL_ADDR           = var.consul_addr
-        FNHOOK_AMQP_URL              = var.amqp_url
         FNHOOK_DYNAMODB_ENDPOINT     = var.dynamodb_endpoint
         FNHOOK_S3_ENDPOINT           = var.s3_endpoint
-        FNHOOK_AWS_ACCESS_KEY_ID     = var.aws_access_key_id
-        FNHOOK_AWS_SECRET_ACCESS_KEY = var.aws_secret_access_key
-        FNHOOK_ADMIN_KEY             = var.admin_key
         FNHOOK_NPM_REGISTRY          = var.npm_registry
+      }
+
+      # Secrets (tokens, passwords, keys) come from the Nomad Variable nomad/jobs/fnhook-mgmt
+      # in this namespace, which scripts/deploy.sh writes; the task reads it with its own
+      # workload identity. So no secret is in this job spec, on a command line or in a log.
+      template {
+        destination = "${NOMAD_SECRETS_DIR}/fnhook.env"
+        env         = true
+        change_mode = "restart"
+        perms       = "0400"
+        data        = <<-EOT
+        {{- with nomadVar "nomad/jobs/fnhook-mgmt" }}{{ range .Tuples }}
+        {{ .K }}={{ .V }}
+        {{- end }}{{ end }}
+        EOT
       }
 
       kill_timeout = "20s"

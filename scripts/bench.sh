@@ -19,11 +19,13 @@ if ! command -v wrk >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get 
 fi
 
 [ -f "$FNHOOK_STATE/secrets.env" ] || die "no $FNHOOK_STATE/secrets.env: run scripts/infra.sh up first"
-# Only the admin key: the bench needs nothing else of the secrets, and gets it through its
-# environment, never on a command line.
+# The admin key: the bench gets it through its environment, never on a command line.
 FNHOOK_ADMIN_KEY=$(sed -n 's/^FNHOOK_ADMIN_KEY=//p' "$FNHOOK_STATE/secrets.env")
 [ -n "$FNHOOK_ADMIN_KEY" ] || die "FNHOOK_ADMIN_KEY is not in $FNHOOK_STATE/secrets.env"
-export FNHOOK_ADMIN_KEY FNHOOK_BENCH_GATEWAY=$gateway
+# The bench runs its bridge-floor job on Nomad as the operator: the management token, also
+# through the environment only.
+NOMAD_TOKEN=$(sed -n 's/^NOMAD_TOKEN=//p' "$FNHOOK_STATE/secrets.env")
+export FNHOOK_ADMIN_KEY NOMAD_TOKEN FNHOOK_BENCH_GATEWAY=$gateway
 export FNHOOK_MODULES_DIR=${FNHOOK_MODULES_DIR:-$FNHOOK_STATE/modules}
 export FNHOOK_BENCH_OUT=${FNHOOK_BENCH_OUT:-$FNHOOK_ROOT/bench/results/latest.json}
 

@@ -40,18 +40,28 @@ nomad_api() {
   fi
 }
 
+# consul_api PATH [CURL ARGS...]: calls the local Consul HTTP API (CONSUL_HTTP_ADDR, else the
+# local agent) with CONSUL_HTTP_TOKEN, else the state directory's management token, sent
+# from a pipe.
+consul_api() {
+  local path=$1 token=${CONSUL_HTTP_TOKEN:-}; shift
+  [ -n "$token" ] || token=$(sed -n 's/^CONSUL_HTTP_TOKEN=//p' "$FNHOOK_STATE/secrets.env" 2>/dev/null)
+  curl -fsS -m 10 -H @<(printf 'X-Consul-Token: %s\n' "$token") "$@" "http://${CONSUL_HTTP_ADDR:-$CONSUL_HTTP}$path"
+}
+
 # diagnose prints, in a line or two, why calls may fail: the newest failed allocation of an
 # fnhook job with Nomad's own message for it, and any handler whose /healthz is not "ok".
 diagnose() {
-  local out addr h
-  out=$(nomad_api /v1/allocations 2>/dev/null | jq -r '
+  local out addr h NOMAD_TOKEN=${NOMAD_TOKEN:-}
+  [ -n "$NOMAD_TOKEN" ] || NOMAD_TOKEN=$(sed -n 's/^NOMAD_TOKEN=//p' "$FNHOOK_STATE/secrets.env" 2>/dev/null)
+  out=$(nomad_api '/v1/allocations?namespace=*' 2>/dev/null | jq -r '
     [.[] | select((.JobID | startswith("fnhook-")) and .ClientStatus == "failed")]
     | sort_by(.ModifyTime) | last // empty
     | "allocation \(.ID[0:8]) of \(.JobID) failed: "
       + ([.TaskStates[]?.Events[]? | select(.FailsTask or .Type == "Driver Failure" or .Type == "Setup Failure")
           | (.DisplayMessage // .DriverError // .Message)] | last // "no task event says why")' 2>/dev/null) || true
   [ -z "$out" ] || log "nomad: ${out:0:400}"
-  for addr in $(curl -fsS -m 5 "http://${CONSUL_HTTP_ADDR:-$CONSUL_HTTP}/v1/health/service/fnhook-handler" 2>/dev/null \
+  for addr in $(consul_api /v1/health/service/fnhook-handler 2>/dev/null \
     | jq -r '.[] | "\(.Service.Address):\(.Service.Port)"' 2>/dev/null); do
     h=$(curl -sS -m 5 "http://$addr/healthz" 2>/dev/null) || { log "handler $addr: /healthz does not answer"; continue; }
     [ "$(jq -r '.status' <<<"$h" 2>/dev/null)" = ok ] || log "handler $addr: $(jq -r '.status + (if .reason then ": " + .reason else "" end)' <<<"$h" 2>/dev/null | cut -c1-400)"

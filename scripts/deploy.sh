@@ -13,20 +13,51 @@ log "building services"
   if cmp -s "$BIN/$s.new" "$BIN/$s"; then rm "$BIN/$s.new"; else mv "$BIN/$s.new" "$BIN/$s"; fi
 done) || die "go build failed"
 
-# shellcheck disable=SC1090
-set -a; source "$FNHOOK_STATE/secrets.env"; set +a
 build_id=$(cat "$BIN"/gateway "$BIN"/mgmt "$BIN"/handler "$BIN"/builder "$FNHOOK_ROOT/jobs/runner.nomad.hcl" | sha256sum | cut -c1-16)
+secret() { sed -n "s/^$1=//p" "$FNHOOK_STATE/secrets.env"; }
+# The operator's management token, for this script's own calls (environment only).
+NOMAD_TOKEN=$(secret NOMAD_TOKEN)
+export NOMAD_TOKEN NOMAD_ADDR=http://$NOMAD_HTTP
 
-# Job variables travel as NOMAD_VAR_* in the environment of `nomad job run` (each job reads
-# the ones it declares), so secrets never appear on a command line.
-export NOMAD_ADDR=http://127.0.0.1:4646
+# handler_token prints the handler's Nomad token (policy fnhook-handler: runner jobs only),
+# made once per Nomad cluster.
+handler_token() {
+  local accessor
+  accessor=$(nomad_api /v1/acl/tokens | jq -r '[.[] | select(.Name == "fnhook-handler")][0].AccessorID // empty')
+  if [ -n "$accessor" ]; then
+    nomad_api "/v1/acl/token/$accessor" | jq -r .SecretID
+  else
+    jq -n '{Name: "fnhook-handler", Type: "client", Policies: ["fnhook-handler"]}' \
+      | nomad_api /v1/acl/token -X POST --data-binary @- | jq -r .SecretID
+  fi
+}
+htoken=$(handler_token) && [ -n "$htoken" ] || die "could not get the handler's Nomad token"
+
+# put_secrets SERVICE KEY=VALUE...: writes the Nomad Variable nomad/jobs/fnhook-SERVICE in the
+# namespace fnhook, the only place service secrets live; the job's template reads it with
+# the task's workload identity. The body goes through a pipe, never on a command line.
+put_secrets() {
+  local svc=$1; shift
+  printf '%s\n' "$@" | jq -Rn --arg p "nomad/jobs/fnhook-$svc" \
+    '{Namespace: "fnhook", Path: $p, Items: ([inputs | capture("^(?<k>[^=]+)=(?<v>.*)$") | {(.k): .v}] | add)}' \
+    | nomad_api "/v1/var/nomad/jobs/fnhook-$svc?namespace=fnhook" -X PUT --data-binary @- >/dev/null \
+    || die "could not write the secrets of fnhook-$svc to Nomad Variables"
+}
+amqp() { printf 'amqp://fnhook-%s:%s@127.0.0.1:5672/' "$1" "$(secret "RABBIT_PASSWORD_${1^^}")"; }
+aws=("FNHOOK_AWS_ACCESS_KEY_ID=$(secret FNHOOK_AWS_ACCESS_KEY_ID)" "FNHOOK_AWS_SECRET_ACCESS_KEY=$(secret FNHOOK_AWS_SECRET_ACCESS_KEY)")
+put_secrets gateway "FNHOOK_HANDLER_SECRET=$(secret FNHOOK_HANDLER_SECRET)" "FNHOOK_CONSUL_TOKEN=$(secret CONSUL_TOKEN_GATEWAY)" \
+  "FNHOOK_AMQP_URL=$(amqp gateway)"
+put_secrets mgmt "FNHOOK_ADMIN_KEY=$(secret FNHOOK_ADMIN_KEY)" "FNHOOK_CONSUL_TOKEN=$(secret CONSUL_TOKEN_MGMT)" \
+  "FNHOOK_AMQP_URL=$(amqp mgmt)" "${aws[@]}"
+put_secrets handler "FNHOOK_HANDLER_SECRET=$(secret FNHOOK_HANDLER_SECRET)" "FNHOOK_CONSUL_TOKEN=$(secret CONSUL_TOKEN_HANDLER)" \
+  "FNHOOK_NOMAD_TOKEN=$htoken" "FNHOOK_AMQP_URL=$(amqp handler)" "${aws[@]}"
+put_secrets builder "FNHOOK_CONSUL_TOKEN=$(secret CONSUL_TOKEN_BUILDER)" "FNHOOK_AMQP_URL=$(amqp builder)" "${aws[@]}"
+unset htoken aws
+
+# Job variables (no secrets) travel as NOMAD_VAR_* in the environment of `nomad job run`.
 export NOMAD_VAR_bin_dir=$BIN
 export NOMAD_VAR_build_id=$build_id
 export NOMAD_VAR_log_level=${FNHOOK_LOG_LEVEL:-info}
-export NOMAD_VAR_admin_key=$FNHOOK_ADMIN_KEY
-export NOMAD_VAR_handler_secret=$FNHOOK_HANDLER_SECRET
-export NOMAD_VAR_aws_access_key_id=$FNHOOK_AWS_ACCESS_KEY_ID
-export NOMAD_VAR_aws_secret_access_key=$FNHOOK_AWS_SECRET_ACCESS_KEY
 export NOMAD_VAR_modules_dir=$FNHOOK_STATE/modules
 export NOMAD_VAR_runner_job_file=$FNHOOK_ROOT/jobs/runner.nomad.hcl
 NOMAD_VAR_npm_registry=$(npm config get registry 2>/dev/null || echo https://registry.npmjs.org/)
@@ -36,19 +67,18 @@ export NOMAD_VAR_npm_cafile=${NODE_EXTRA_CA_CERTS:-}
 for job in mgmt builder handler gateway; do
   out=$("$NOMAD_BIN" job run -detach "$FNHOOK_ROOT/jobs/$job.nomad.hcl" 2>&1) || die "nomad job run jobs/$job.nomad.hcl failed: $out"
 done
-unset NOMAD_VAR_admin_key NOMAD_VAR_handler_secret NOMAD_VAR_aws_secret_access_key
 
 passing() {
   local s
   for s in gateway mgmt handler builder; do
-    curl -fs "http://127.0.0.1:8500/v1/health/service/fnhook-$s?passing=true" | grep -q '"ServiceID"' || return 1
+    consul_api "/v1/health/service/fnhook-$s?passing=true" 2>/dev/null | grep -q '"ServiceID"' || return 1
   done
 }
 log "waiting for the services to pass their checks in Consul"
 if ! wait_for_quiet 120 passing; then
   for s in gateway mgmt handler builder; do
-    curl -fs "http://127.0.0.1:8500/v1/health/service/fnhook-$s?passing=true" | grep -q '"ServiceID"' \
-      || log "fnhook-$s is not passing: see 'nomad alloc logs -stderr -job fnhook-$s' (NOMAD_ADDR=$NOMAD_ADDR, binary $NOMAD_BIN)"
+    consul_api "/v1/health/service/fnhook-$s?passing=true" 2>/dev/null | grep -q '"ServiceID"' \
+      || log "fnhook-$s is not passing: see 'nomad alloc logs -namespace fnhook -stderr -job fnhook-$s' (NOMAD_ADDR=$NOMAD_ADDR, NOMAD_TOKEN in secrets.env, binary $NOMAD_BIN)"
   done
   diagnose
   die "services did not become healthy"

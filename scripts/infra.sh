@@ -48,33 +48,95 @@ claim_port() {
 }
 
 consul_ok() { curl -fs "http://$CONSUL_HTTP/v1/status/leader" | grep -q '"'; }
-nomad_ok() { curl -fs "http://$NOMAD_HTTP/v1/agent/health" >/dev/null && curl -fsS "http://$NOMAD_HTTP/v1/nodes" | grep -q '"Status":"ready"'; }
+nomad_ok() { curl -fs "http://$NOMAD_HTTP/v1/agent/health" >/dev/null; }
+# nomad_ready: the local client node is ready (asked with the management token).
+nomad_ready() { NOMAD_TOKEN=$(secret NOMAD_TOKEN) nomad_api /v1/nodes | grep -q '"Status":"ready"'; }
 rabbit_ok() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && timeout 15 rabbitmq-diagnostics -q ping >/dev/null 2>&1; }
 dynamo_ok() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$DYNAMODB_PORT" | grep -q 400; }
 s3_ok() { curl -s -o /dev/null "http://127.0.0.1:$S3_PORT"; }
 
-# secrets writes this state directory's secrets once. Only this step needs umask 077, so it
-# runs in a subshell: nothing started later inherits it.
+# secrets writes this state directory's secrets, adding any that an older file lacks. Only
+# this step needs umask 077, so it runs in a subshell: nothing started later inherits it.
+#   FNHOOK_*           the platform's own (admin key, handler secret, S3 keys); FNHOOK_AMQP_URL
+#                      is the broker's admin account, for the operator and the tests
+#   NOMAD_TOKEN        Nomad's management token (the bootstrap secret)
+#   CONSUL_HTTP_TOKEN  Consul's management token
+#   CONSUL_TOKEN_<X>   the Consul token of the Nomad agent and of each service
+#   RABBIT_PASSWORD_<X> the broker password of each service
 secrets() {
-  [ -f "$SECRETS" ] && return 0
   (
     umask 077
-    cat >"$SECRETS.tmp" <<EOS
-FNHOOK_ADMIN_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-FNHOOK_HANDLER_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-FNHOOK_AWS_ACCESS_KEY_ID=fnhook$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')
-FNHOOK_AWS_SECRET_ACCESS_KEY=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-EOS
-    mv "$SECRETS.tmp" "$SECRETS"
+    touch "$SECRETS"
+    hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+    uuid() { cat /proc/sys/kernel/random/uuid; }
+    add() { grep -q "^$1=" "$SECRETS" || printf '%s=%s\n' "$1" "$2" >>"$SECRETS"; }
+    add FNHOOK_ADMIN_KEY "$(hex 32)"
+    add FNHOOK_HANDLER_SECRET "$(hex 32)"
+    add FNHOOK_AWS_ACCESS_KEY_ID "fnhook$(hex 6)"
+    add FNHOOK_AWS_SECRET_ACCESS_KEY "$(hex 24)"
+    add NOMAD_TOKEN "$(uuid)"
+    add CONSUL_HTTP_TOKEN "$(uuid)"
+    local x
+    for x in NOMAD GATEWAY MGMT HANDLER BUILDER; do add "CONSUL_TOKEN_$x" "$(uuid)"; done
+    for x in ADMIN GATEWAY MGMT HANDLER BUILDER; do add "RABBIT_PASSWORD_$x" "$(hex 18)"; done
+    add FNHOOK_AMQP_URL "amqp://fnhook-admin:$(sed -n 's/^RABBIT_PASSWORD_ADMIN=//p' "$SECRETS")@127.0.0.1:5672/"
   )
 }
 
+# secret NAME prints one secret of this state directory.
+secret() { sed -n "s/^$1=//p" "$SECRETS"; }
+
 up_consul() {
-  if running consul; then wait_for consul 60 consul_ok; return 0; fi
+  if running consul; then wait_for consul 60 consul_ok; consul_acl; return 0; fi
   claim_port consul 8500
   log "starting consul"
-  start consul "$CONSUL_BIN" agent -dev -client 127.0.0.1 -bind 127.0.0.1 -log-level warn
+  mkdir -p "$FNHOOK_STATE/consul"
+  chmod 0700 "$FNHOOK_STATE/consul"
+  # ACLs deny by default: every service, the Nomad agent and the operator use a token.
+  (umask 077 && cat >"$FNHOOK_STATE/consul/acl.hcl" <<EOC
+acl {
+  enabled                  = true
+  default_policy           = "deny"
+  enable_token_persistence = false
+  tokens {
+    initial_management = "$(secret CONSUL_HTTP_TOKEN)"
+    agent              = "$(secret CONSUL_HTTP_TOKEN)"
+  }
+}
+EOC
+  )
+  start consul "$CONSUL_BIN" agent -dev -client 127.0.0.1 -bind 127.0.0.1 -log-level warn \
+    -config-file "$FNHOOK_STATE/consul/acl.hcl"
   wait_for consul 60 consul_ok
+  consul_acl
+}
+
+# consul_token NAME SECRET RULES: makes policy NAME with RULES and a token with SECRET
+# holding it, unless they exist (a dev agent keeps them in memory only: its restart loses
+# them, so every `make up` checks).
+consul_token() {
+  local name=$1 secret=$2 rules=$3
+  if ! consul_api "/v1/acl/policy/name/$name" >/dev/null 2>&1; then
+    jq -n --arg n "$name" --arg r "$rules" '{Name: $n, Rules: $r}' | consul_api /v1/acl/policy -X PUT --data-binary @- >/dev/null \
+      || die "could not create the Consul policy $name"
+  fi
+  if ! curl -fsS -m 10 -H @<(printf 'X-Consul-Token: %s\n' "$secret") "http://$CONSUL_HTTP/v1/acl/token/self" >/dev/null 2>&1; then
+    jq -n --arg n "$name" --arg s "$secret" '{Description: $n, SecretID: $s, Policies: [{Name: $n}]}' \
+      | consul_api /v1/acl/token -X PUT --data-binary @- >/dev/null || die "could not create the Consul token $name"
+  fi
+}
+
+# consul_acl gives the Nomad agent and each service the least it needs: the agent registers
+# runner services and its node; a service registers itself and reads the catalog.
+consul_acl() {
+  wait_for "consul acl" 30 consul_api /v1/acl/token/self
+  consul_token fnhook-nomad "$(secret CONSUL_TOKEN_NOMAD)" \
+    'agent_prefix "" { policy = "read" } node_prefix "" { policy = "write" } service_prefix "" { policy = "write" }'
+  local s
+  for s in gateway mgmt handler builder; do
+    consul_token "fnhook-$s" "$(secret "CONSUL_TOKEN_${s^^}")" \
+      "service \"fnhook-$s\" { policy = \"write\" } service_prefix \"\" { policy = \"read\" } node_prefix \"\" { policy = \"read\" } agent_prefix \"\" { policy = \"read\" }"
+  done
 }
 
 # chroot_env lists what a runner's chroot holds: node, the libraries it links (each real
@@ -96,7 +158,9 @@ chroot_env() {
 nomad_config() {
   mkdir -p "$NOMAD_DATA" "$MODULES_DIR"
   chmod 0755 "$MODULES_DIR" "$FNHOOK_STATE"
-  cat >"$FNHOOK_STATE/nomad/agent.hcl" <<EOC
+  # The agent's config holds its Consul token; its data dir holds rendered task secrets.
+  chmod 0700 "$FNHOOK_STATE/nomad"
+  (umask 077 && cat >"$FNHOOK_STATE/nomad/agent.hcl") <<EOC
 # Written by scripts/infra.sh: the single-node Nomad agent of a local fnhook.
 data_dir   = "$NOMAD_DATA"
 bind_addr  = "127.0.0.1"
@@ -136,8 +200,12 @@ plugin "raw_exec" {
     enabled = true
   }
 }
+acl {
+  enabled = true
+}
 consul {
   address = "$CONSUL_HTTP"
+  token   = "$(secret CONSUL_TOKEN_NOMAD)"
 }
 EOC
 }
@@ -146,6 +214,8 @@ up_nomad() {
   if running nomad; then
     wait_for nomad 60 nomad_ok
     isolate_runners
+    nomad_acl
+    wait_for "the nomad client node" 60 nomad_ready
     return 0
   fi
   claim_port nomad 4646
@@ -156,16 +226,87 @@ up_nomad() {
   isolate_runners
   start nomad "$NOMAD_BIN" agent -config "$FNHOOK_STATE/nomad/agent.hcl"
   wait_for nomad 90 nomad_ok
+  nomad_acl
+  wait_for "the nomad client node" 60 nomad_ready
+}
+
+# nomad_acl bootstraps Nomad's ACLs with this state directory's NOMAD_TOKEN (a new data dir
+# starts unbootstrapped), then makes what the services use: the namespace "fnhook" for the
+# services' jobs and their Variables, the namespace "fnhook-runners" whose jobs may use the
+# exec driver only, and the handler's policy, which reaches runner jobs and nothing else.
+nomad_acl() {
+  local out
+  if ! NOMAD_TOKEN=$(secret NOMAD_TOKEN) nomad_api /v1/acl/token/self >/dev/null 2>&1; then
+    # The answer holds the token: keep only its status (a failure's body holds no secret).
+    out=$(jq -n --arg s "$(secret NOMAD_TOKEN)" '{BootstrapSecret: $s}' \
+      | curl -sS -m 30 -o /dev/null -w '%{http_code}' -X POST --data-binary @- "http://$NOMAD_HTTP/v1/acl/bootstrap" 2>&1) || true
+    [ "$out" = 200 ] || die "nomad acl bootstrap answered ${out:-nothing}: was this data dir bootstrapped with another token? (make down cleans it)"
+    NOMAD_TOKEN=$(secret NOMAD_TOKEN) wait_for "nomad acl bootstrap" 30 nomad_api /v1/acl/token/self
+  fi
+  local NOMAD_TOKEN; NOMAD_TOKEN=$(secret NOMAD_TOKEN)
+  jq -n '{Name: "fnhook", Description: "fnhook services and their Variables"}' \
+    | nomad_api /v1/namespace/fnhook -X POST --data-binary @- >/dev/null || die "could not create the Nomad namespace fnhook"
+  jq -n '{Name: "fnhook-runners", Description: "fnhook runners (tenant code): exec only",
+          Capabilities: {EnabledTaskDrivers: ["exec"]}}' \
+    | nomad_api /v1/namespace/fnhook-runners -X POST --data-binary @- >/dev/null || die "could not create the Nomad namespace fnhook-runners"
+  jq -n --arg r 'namespace "fnhook-runners" {
+  capabilities = ["submit-job", "read-job", "list-jobs", "parse-job"]
+}
+host_volume "fnhook-modules" {
+  capabilities = ["mount-readonly"]
+}
+host_volume "fnhook-runner" {
+  capabilities = ["mount-readonly"]
+}
+node {
+  policy = "read"
+}
+agent {
+  policy = "read"
+}' '{Name: "fnhook-handler", Description: "the handler: runner jobs only", Rules: $r}' \
+    | nomad_api /v1/acl/policy/fnhook-handler -X POST --data-binary @- >/dev/null || die "could not write the Nomad policy fnhook-handler"
 }
 
 up_rabbit() {
-  if running rabbitmq; then wait_for rabbitmq 120 rabbit_ok; return 0; fi
+  if running rabbitmq; then wait_for rabbitmq 120 rabbit_ok; rabbit_users; return 0; fi
   claim_port rabbitmq 5672
   log "starting rabbitmq"
   install -d -o rabbitmq -g rabbitmq -m 0750 "$RABBIT_DATA"
   START_ENV="HOME=/var/lib/rabbitmq RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 ERL_EPMD_ADDRESS=127.0.0.1 RABBITMQ_MNESIA_BASE=$RABBIT_DATA" \
     start rabbitmq rabbitmq-server
   wait_for rabbitmq 120 rabbit_ok
+  rabbit_users
+}
+
+# rabbit_users gives each service a broker account of its own, limited to fnhook's exchange
+# and queues (and the queues the broker names), plus an admin account for the operator and
+# the tests, and removes guest. Passwords travel to the broker as salted hashes on stdin.
+rabbit_users() {
+  local defs
+  defs=$(for x in ADMIN GATEWAY MGMT HANDLER BUILDER; do printf '%s %s\n' "$x" "$(secret "RABBIT_PASSWORD_$x")"; done | node -e '
+    const crypto = require("crypto");
+    const lines = require("fs").readFileSync(0, "utf8").trim().split("\n");
+    const only = "^(fnhook[.-].*|amq\\.gen-.*|amq\\.default)$";
+    const users = [], permissions = [];
+    for (const line of lines) {
+      const [who, password] = line.split(" ");
+      const name = "fnhook-" + who.toLowerCase();
+      const salt = crypto.randomBytes(4);
+      const hash = crypto.createHash("sha256").update(Buffer.concat([salt, Buffer.from(password)])).digest();
+      const admin = who === "ADMIN";
+      users.push({ name, password_hash: Buffer.concat([salt, hash]).toString("base64"),
+        hashing_algorithm: "rabbit_password_hashing_sha256", tags: admin ? ["administrator"] : [] });
+      const re = admin ? ".*" : only;
+      permissions.push({ user: name, vhost: "/", configure: re, write: re, read: re });
+    }
+    process.stdout.write(JSON.stringify({ users, permissions }));')
+  printf '%s' "$defs" | rabbitmqctl -q import_definitions --format json >/dev/null \
+    || die "could not create the RabbitMQ accounts"
+  # The import is asynchronous.
+  wait_for "the RabbitMQ accounts" 30 sh -c 'rabbitmqctl -q list_users | grep -q "^fnhook-builder\b"'
+  if rabbitmqctl -q list_users 2>/dev/null | grep -q '^guest\b'; then
+    rabbitmqctl -q delete_user guest >/dev/null || die "could not remove RabbitMQ's guest account"
+  fi
 }
 
 up_dynamo() {
@@ -300,16 +441,17 @@ remove_alloc_rules() {
 # purges them, then stops the agent.
 down_nomad() {
   if running nomad && nomad_ok; then
-    local jobs allocs
-    jobs=$(nomad_api "/v1/jobs?prefix=fnhook-" | jq -r '.[].ID' || true)
+    local jobs allocs NOMAD_TOKEN
+    NOMAD_TOKEN=$(secret NOMAD_TOKEN)
+    jobs=$(nomad_api "/v1/jobs?prefix=fnhook-&namespace=*" | jq -r '.[] | "\(.ID)?namespace=\(.Namespace)"' || true)
     for j in $jobs; do nomad_api "/v1/job/$j" -X DELETE >/dev/null || true; done
     local end=$((SECONDS + 60))
     while ((SECONDS < end)); do
-      allocs=$(nomad_api /v1/allocations | jq -r '[.[] | select((.JobID | startswith("fnhook-")) and (.ClientStatus == "running" or .ClientStatus == "pending"))] | length' || echo 0)
+      allocs=$(nomad_api "/v1/allocations?namespace=*" | jq -r '[.[] | select((.JobID | startswith("fnhook-")) and (.ClientStatus == "running" or .ClientStatus == "pending"))] | length' || echo 0)
       [ "$allocs" = 0 ] && break
       sleep 0.5
     done
-    for j in $jobs; do nomad_api "/v1/job/$j?purge=true" -X DELETE >/dev/null || true; done
+    for j in $jobs; do nomad_api "/v1/job/$j&purge=true" -X DELETE >/dev/null || true; done
   fi
   stop_pid nomad 20
   clean_nomad_leftovers
@@ -391,7 +533,7 @@ cmd_env() {
   cat <<EOE
 FNHOOK_CONSUL_ADDR=$CONSUL_HTTP
 FNHOOK_NOMAD_ADDR=http://$NOMAD_HTTP
-FNHOOK_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/
+FNHOOK_AMQP_URL=amqp://127.0.0.1:5672/
 FNHOOK_DYNAMODB_ENDPOINT=http://127.0.0.1:$DYNAMODB_PORT
 FNHOOK_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 FNHOOK_MODULES_DIR=$MODULES_DIR

@@ -96,7 +96,7 @@ func TestStartAndStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopped = true
-	c, err := nomad.NewClient(&nomad.Config{Address: env.NomadAddr})
+	c, err := nomad.NewClient(&nomad.Config{Address: env.NomadAddr, SecretID: env.NomadToken})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -197,7 +197,8 @@ func stopping(ctx context.Context, nc *nomad.Client) string {
 	if nc == nil {
 		return ""
 	}
-	allocs, _, err := nc.Allocations().List((&nomad.QueryOptions{}).WithContext(ctx))
+	// Runner jobs live in a namespace of their own (FNHOOK_RUNNER_NAMESPACE): look in all.
+	allocs, _, err := nc.Allocations().List((&nomad.QueryOptions{Namespace: "*"}).WithContext(ctx))
 	if err != nil {
 		return "list allocations: " + err.Error()
 	}

@@ -119,8 +119,10 @@ type Common struct {
 	// Listen is the address the service's HTTP server binds.
 	Listen string
 	// Advertise is the address registered in Consul (defaults to Listen).
-	Advertise    string
-	ConsulAddr   string
+	Advertise  string
+	ConsulAddr string
+	// ConsulToken is the service's Consul ACL token (empty where Consul runs without ACLs).
+	ConsulToken  string
 	LogLevel     string
 	AMQPURL      string
 	DynamoDB     string
@@ -140,6 +142,7 @@ func LoadCommon(e *Env, service, defaultListen string) Common {
 		Service:      service,
 		Listen:       e.Addr("FNHOOK_LISTEN", defaultListen),
 		ConsulAddr:   e.Addr("FNHOOK_CONSUL_ADDR", "127.0.0.1:8500"),
+		ConsulToken:  e.String("FNHOOK_CONSUL_TOKEN", ""),
 		LogLevel:     e.String("FNHOOK_LOG_LEVEL", "info"),
 		AMQPURL:      e.String("FNHOOK_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
 		DynamoDB:     e.String("FNHOOK_DYNAMODB_ENDPOINT", "http://127.0.0.1:8000"),

@@ -27,10 +27,26 @@ type Consul struct {
 	c *consul.Client
 }
 
+// Option changes how New talks to Consul.
+type Option func(*consul.Config)
+
+// Token makes every call carry the ACL token t (none when t is empty: then Consul's own
+// CONSUL_HTTP_TOKEN variable, if set, still applies).
+func Token(t string) Option {
+	return func(c *consul.Config) {
+		if t != "" {
+			c.Token = t
+		}
+	}
+}
+
 // New connects to the Consul agent at addr (host:port) and checks that it answers.
-func New(ctx context.Context, addr string) (*Consul, error) {
+func New(ctx context.Context, addr string, opts ...Option) (*Consul, error) {
 	cfg := consul.DefaultConfig()
 	cfg.Address = addr
+	for _, o := range opts {
+		o(cfg)
+	}
 	c, err := consul.NewClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consul client for %s: %w", addr, err)

@@ -38,7 +38,7 @@ func TestNomadTasksGetNoHostEnvironment(t *testing.T) {
 	}
 
 	// 2. A task run with the project's agent configuration sees none of it either.
-	c, err := nomad.NewClient(&nomad.Config{Address: env.NomadAddr})
+	c, err := nomad.NewClient(&nomad.Config{Address: env.NomadAddr, SecretID: env.NomadToken})
 	if err != nil {
 		t.Fatal(err)
 	}

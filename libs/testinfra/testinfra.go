@@ -43,6 +43,8 @@ type Env struct {
 	ModulesDir  string // the module cache host volume
 	HandlerKey  string // FNHOOK_HANDLER_SECRET of the local platform
 	AdminKey    string // FNHOOK_ADMIN_KEY of the local platform
+	NomadToken  string // the operator's (management) Nomad ACL token, if ACLs are on
+	ConsulToken string // the operator's (management) Consul ACL token, if ACLs are on
 	StateDir    string
 	SecretsFile string
 }
@@ -120,6 +122,22 @@ func start() (*Env, error) {
 	e.SecretKey = secrets["FNHOOK_AWS_SECRET_ACCESS_KEY"]
 	e.HandlerKey = secrets["FNHOOK_HANDLER_SECRET"]
 	e.AdminKey = secrets["FNHOOK_ADMIN_KEY"]
+	// With ACLs on, tests act as the operator: the management tokens and the broker's
+	// admin account of this state directory. The Nomad and Consul clients read their
+	// token from NOMAD_TOKEN and CONSUL_HTTP_TOKEN when none is given, so every client a
+	// test makes (and a service run in-process) carries it.
+	e.NomadToken = secrets["NOMAD_TOKEN"]
+	e.ConsulToken = secrets["CONSUL_HTTP_TOKEN"]
+	for k, v := range map[string]string{"NOMAD_TOKEN": e.NomadToken, "CONSUL_HTTP_TOKEN": e.ConsulToken} {
+		if v != "" && os.Getenv(k) == "" {
+			if err := os.Setenv(k, v); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if u := secrets["FNHOOK_AMQP_URL"]; u != "" {
+		e.AMQPURL = u
+	}
 	return e, nil
 }
 
@@ -268,4 +286,13 @@ func (e *Env) Consul(t testing.TB) *discovery.Consul {
 		t.Fatalf("consul: %v", err)
 	}
 	return c
+}
+
+// ReadSecret returns the value of key in the secrets file at path ("" when absent).
+func ReadSecret(path, key string) string {
+	m, err := readEnvFile(path)
+	if err != nil {
+		return ""
+	}
+	return m[key]
 }

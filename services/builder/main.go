@@ -99,7 +99,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		log.Info("removed leftovers of old builds (folders, mounts, cgroups)", "count", n)
 	}
 	logSandbox(log, installer, npmCfg)
-	consul, err := discovery.New(ctx, common.ConsulAddr)
+	consul, err := discovery.New(ctx, common.ConsulAddr, discovery.Token(common.ConsulToken))
 	if err != nil {
 		return fmt.Errorf("FNHOOK_CONSUL_ADDR: %w", err)
 	}

@@ -110,6 +110,7 @@ func TestKilledBuilderIsTakenOver(t *testing.T) {
 		"FNHOOK_LISTEN=127.0.0.1:0",
 		"FNHOOK_LOG_LEVEL=debug",
 		"FNHOOK_CONSUL_ADDR=" + env.ConsulAddr,
+		"FNHOOK_CONSUL_TOKEN=" + env.ConsulToken,
 		"FNHOOK_AMQP_URL=" + env.AMQPURL,
 		"FNHOOK_DYNAMODB_ENDPOINT=" + env.DynamoDB,
 		"FNHOOK_DYNAMODB_TABLE=" + st.Table(),

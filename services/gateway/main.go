@@ -42,7 +42,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 	log := logging.New(stdout, common.Service, common.LogLevel)
-	consul, err := discovery.New(ctx, common.ConsulAddr)
+	consul, err := discovery.New(ctx, common.ConsulAddr, discovery.Token(common.ConsulToken))
 	if err != nil {
 		return fmt.Errorf("FNHOOK_CONSUL_ADDR: %w", err)
 	}

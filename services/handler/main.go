@@ -48,6 +48,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	jobFile := env.String("FNHOOK_RUNNER_JOB_FILE", "")
 	jobPrefix := env.String("FNHOOK_RUNNER_JOB_PREFIX", "fnhook-runner")
 	datacenters := strings.Split(env.String("FNHOOK_RUNNER_DATACENTERS", "*"), ",")
+	namespace := env.String("FNHOOK_RUNNER_NAMESPACE", "default")
 	memoryMB := env.Int("FNHOOK_RUNNER_MEMORY_MB", 256, 64, 1<<20)
 	cpuMHz := env.Int("FNHOOK_RUNNER_CPU_MHZ", 100, 10, 1<<20)
 	poolCfg := pool.Config{
@@ -64,7 +65,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	log := logging.New(stdout, common.Service, common.LogLevel)
 
-	consul, err := discovery.New(ctx, common.ConsulAddr)
+	consul, err := discovery.New(ctx, common.ConsulAddr, discovery.Token(common.ConsulToken))
 	if err != nil {
 		return fmt.Errorf("FNHOOK_CONSUL_ADDR: %w", err)
 	}
@@ -82,6 +83,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("FNHOOK_NOMAD_ADDR: %w", err)
 	}
+	// Every call of this client (jobs, allocations, the event stream) is about runner jobs.
+	nc.SetNamespace(namespace)
 	if nodeID == "" {
 		if nodeID, err = runnerjob.NodeID(ctx, nc); err != nil {
 			return fmt.Errorf("FNHOOK_NODE_ID: %w", err)
@@ -99,7 +102,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 	srv := server.New(common.Service, log)
 	jobs, err := runnerjob.New(ctx, nc, runnerjob.Config{
-		Template: string(template), Prefix: jobPrefix, NodeID: nodeID, Datacenters: datacenters,
+		Template: string(template), Prefix: jobPrefix, NodeID: nodeID, Datacenters: datacenters, Namespace: namespace,
 		SizeClass: "default", MemoryMB: memoryMB, HeapMB: max(16, memoryMB/2), CPUMHz: cpuMHz,
 	}, log)
 	if err != nil {

@@ -106,7 +106,7 @@ func newFixture(env *testinfra.Env) (*fixture, error) {
 	if err != nil {
 		return nil, err
 	}
-	nc, err := nomad.NewClient(&nomad.Config{Address: env.NomadAddr})
+	nc, err := nomad.NewClient(&nomad.Config{Address: env.NomadAddr, SecretID: env.NomadToken})
 	if err != nil {
 		return nil, err
 	}
@@ -235,6 +235,7 @@ func (f *fixture) startHandler(t *testing.T, over map[string]string) *handlerPro
 		"FNHOOK_AWS_SECRET_ACCESS_KEY": f.env.SecretKey,
 		"FNHOOK_HANDLER_SECRET":        f.secret,
 		"FNHOOK_NOMAD_ADDR":            f.env.NomadAddr,
+		"FNHOOK_NOMAD_TOKEN":           f.env.NomadToken,
 		"FNHOOK_MODULES_DIR":           f.env.ModulesDir,
 		"FNHOOK_RUNNER_JOB_FILE":       filepath.Join(f.env.Root, "jobs", "runner.nomad.hcl"),
 		"FNHOOK_RUNNER_JOB_PREFIX":     prefix,

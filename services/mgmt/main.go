@@ -67,7 +67,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return fmt.Errorf("FNHOOK_AMQP_URL: %w", err)
 	}
 	defer q.Close()
-	consul, err := discovery.New(startCtx, common.ConsulAddr)
+	consul, err := discovery.New(startCtx, common.ConsulAddr, discovery.Token(common.ConsulToken))
 	if err != nil {
 		return fmt.Errorf("FNHOOK_CONSUL_ADDR: %w", err)
 	}

@@ -35,6 +35,9 @@ type Config struct {
 	// NodeID is the Nomad node the runners are pinned to (the handler's own).
 	NodeID      string
 	Datacenters []string
+	// Namespace is the Nomad namespace of runner jobs ("" keeps the client's). A namespace
+	// of their own lets the handler's ACL token touch runner jobs and nothing else.
+	Namespace string
 	// SizeClass, MemoryMB, HeapMB and CPUMHz describe the one size class of the pool.
 	SizeClass string
 	MemoryMB  int
@@ -297,6 +300,9 @@ func (n *Nomad) parse(ctx context.Context, jobID, token string) (*nomad.Job, err
 	}
 	if job.ID == nil || *job.ID != jobID {
 		return nil, fmt.Errorf("the runner job template must set id = var.job_id (got %v)", job.ID)
+	}
+	if n.cfg.Namespace != "" {
+		job.Namespace = &n.cfg.Namespace
 	}
 	return job, nil
 }
