@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the real servers fnhook needs into the per-user cache (or with apt-get), skipping
-# whatever is there already. Usage: scripts/install.sh [consul|nomad|s3|dynamodb|apt]...
+# whatever is there already. Usage: scripts/install.sh [consul|nomad|s3|dynamodb|apt|users]...
 source "$(dirname "$0")/common.sh"
 
 # build_from_module MODULE VERSION OUT: builds a Go main package whose go.mod carries
@@ -83,10 +83,18 @@ install_apt() {
   if command -v service >/dev/null; then service rabbitmq-server stop >/dev/null 2>&1 || true; fi
 }
 
+# install_users makes the account npm install scripts run as in the builder's sandbox: its
+# own user and group, shared with nothing else (runners run as nobody).
+install_users() {
+  id -u fnhook-build >/dev/null 2>&1 && return 0
+  log "adding the system user fnhook-build (npm installs run as it)"
+  useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin fnhook-build
+}
+
 mkdir -p "$FNHOOK_CACHE"
 # One installer at a time per cache (tests may start the servers from several processes).
 exec 9>"$FNHOOK_CACHE/install.lock"
 flock 9
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(apt dynamodb s3 consul nomad)
+[ ${#targets[@]} -gt 0 ] || targets=(apt users dynamodb s3 consul nomad)
 for t in "${targets[@]}"; do "install_$t"; done
