@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -334,6 +335,29 @@ func TestInstallScriptReachesNothing(t *testing.T) {
 	}
 	own.Close()
 	ownHits.Wait()
+}
+
+// TestDependencyFromAnotherHostFailsClearly: a dependency fetched from elsewhere than the
+// registry is refused by the proxy, and the build fails for good saying why.
+func TestDependencyFromAnotherHostFailsClearly(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the sandbox needs root; CI runs as root, where this test must run")
+	}
+	reg := newRegistry(t)
+	reg.publish(t, "fnhook-urldep", map[string]any{
+		"dependencies": map[string]string{"x": "https://example.com/x.tgz"},
+	}, map[string]string{"index.js": "module.exports = 1;"})
+	in, err := npm.New(npm.Config{Registry: reg.URL + "/", Timeout: 60 * time.Second,
+		Limits: sandbox.Limits{MemoryBytes: 1 << 30, Pids: 512, DiskBytes: 1 << 30}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = in.Install(context.Background(), "fnhook-urldep", "1.0.0")
+	var f *npm.Failure
+	if !errors.As(err, &f) || f.Transient || f.Reason != "E403" ||
+		!strings.HasPrefix(f.Message, "the build reaches only the npm registry, not example.com") {
+		t.Fatalf("Install: %v; want a permanent E403 naming example.com", err)
+	}
 }
 
 // TestPublicRegistryThroughTheProxy installs a real package from the public registry (as

@@ -134,3 +134,16 @@ func TestTail(t *testing.T) {
 		t.Fatalf("tail of short output = %q", small.String())
 	}
 }
+
+func TestDeniedHost(t *testing.T) {
+	tests := []struct{ output, want string }{
+		{"npm error 403 403 Forbidden - GET https://example.com/x.tgz\n", "example.com"},
+		{"npm error 403 403 Forbidden - GET https://registry.npmjs.org/private-pkg\n", ""},
+		{"npm error code E404\n", ""},
+	}
+	for _, tt := range tests {
+		if got := deniedHost(tt.output, "registry.npmjs.org"); got != tt.want {
+			t.Errorf("deniedHost(%q) = %q, want %q", tt.output, got, tt.want)
+		}
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -426,6 +427,9 @@ func (in *Installer) run(ctx context.Context, ws *Workspace, name, version strin
 	case lim.DiskBytes > 0 && (code == "ENOSPC" || strings.Contains(text, "ENOSPC") || strings.Contains(text, "No space left on device")):
 		f.Transient, f.Reason = false, "disk"
 		f.Message = fmt.Sprintf("npm install ran out of disk space: the builder allows %d MiB\n%s", lim.DiskBytes>>20, f.Message)
+	case in.box != nil && code == "E403" && deniedHost(text, in.regHost) != "":
+		f.Message = fmt.Sprintf("the build reaches only the npm registry, not %s (dependencies from git or other hosts cannot be installed)\n%s",
+			deniedHost(text, in.regHost), f.Message)
 	case res.Signal != 0:
 		// Not our time limit (handled above): most likely the kernel's OOM killer.
 		f.Message = fmt.Sprintf("npm was killed by signal %s after %s\n%s", res.Signal, time.Since(start).Round(time.Second), f.Message)
@@ -441,6 +445,19 @@ func (in *Installer) run(ctx context.Context, ws *Workspace, name, version strin
 	}
 	f.Message = truncate(strings.TrimSpace(f.Message), MessageLimit)
 	return f
+}
+
+var forbiddenURL = regexp.MustCompile(`403 Forbidden - [A-Z]+ (https?://[^\s/]+)`)
+
+// deniedHost returns the host of a 403 npm printed for another host than the registry's
+// (the egress proxy refused it), or "".
+func deniedHost(output, registryHost string) string {
+	for _, m := range forbiddenURL.FindAllStringSubmatch(output, -1) {
+		if u, err := url.Parse(m[1]); err == nil && u.Hostname() != registryHost {
+			return u.Host
+		}
+	}
+	return ""
 }
 
 func exitError(res sandbox.Result) error {
