@@ -477,7 +477,14 @@ func (in *Installer) runSandboxed(ctx context.Context, ws *Workspace, name, vers
 	}
 	defer os.RemoveAll(sockDir)
 	sock := filepath.Join(sockDir, "proxy.sock")
-	ln, err := net.Listen("unix", sock)
+	// A socket's path may be at most 107 bytes, and the work folder can be deep (under
+	// Nomad it is in the allocation's folder): bind through a descriptor of the folder.
+	dir, err := os.Open(sockDir)
+	if err != nil {
+		return sandbox.Result{}, fmt.Errorf("egress socket folder: %w", err)
+	}
+	defer dir.Close()
+	ln, err := net.Listen("unix", "/proc/self/fd/"+strconv.Itoa(int(dir.Fd()))+"/proxy.sock")
 	if err != nil {
 		return sandbox.Result{}, fmt.Errorf("egress socket: %w", err)
 	}

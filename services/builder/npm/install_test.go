@@ -361,3 +361,32 @@ func mounted(dir string) bool {
 	}
 	return false
 }
+
+// TestLongWorkDir: under Nomad the work folder is deep in the allocation folder, longer than
+// a unix socket path may be; the proxy's socket must still work.
+func TestLongWorkDir(t *testing.T) {
+	work := filepath.Join(t.TempDir(), strings.Repeat("alloc-", 12), "builder", "tmp")
+	if err := os.MkdirAll(work, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if len(work) < 108 {
+		t.Fatalf("work folder %s is too short for this test", work)
+	}
+	// The fake npm fetches through the proxy it was given, as npm would.
+	script := `while [ $# -gt 0 ]; do case "$1" in --prefix) p="$2"; shift;; esac; shift; done
+mkdir -p "$p/node_modules/ok"
+[ -z "$npm_config_proxy" ] || node -e '
+const p = new URL(process.env.npm_config_proxy);
+require("http").get({host: p.hostname, port: p.port, path: "http://127.0.0.1:9/"}, r => process.exit(r.statusCode === 403 ? 0 : 1))
+  .on("error", e => { console.error(e); process.exit(2); });'
+`
+	in, err := New(Config{NPM: fakeNPM(t, script), WorkDir: work, Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, err := in.Install(context.Background(), "ok", "1.0.0")
+	if err != nil {
+		t.Fatalf("Install in %s: %v", work, err)
+	}
+	ws.Cleanup()
+}
