@@ -263,6 +263,7 @@ const workspacePattern = "fnhook-build-"
 func (in *Installer) Sweep(olderThan time.Duration) (removed int, err error) {
 	if in.box != nil {
 		removed += in.box.Sweep(olderThan)
+		removed += sandbox.SweepMounts(workspacePattern, olderThan)
 	}
 	entries, err := os.ReadDir(in.workDir)
 	if err != nil {

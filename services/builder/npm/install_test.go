@@ -327,28 +327,48 @@ func TestSweepUnmountsLeftovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// What a builder killed in the middle of a build leaves: a mounted workspace.
-	ws, err := in.prepare()
+	// What a builder killed in the middle of a build leaves: a mounted workspace, in its
+	// own work folder or (under Nomad, a previous allocation's) in another one.
+	other, err := New(Config{NPM: fakeNPM(t, "exit 0"), WorkDir: t.TempDir(), Limits: sandbox.Limits{DiskBytes: 4 << 20}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = ws.Cleanup() })
-	if !mounted(ws.Dir) {
-		t.Fatalf("%s is not a mount point after prepare", ws.Dir)
+	var old []*Workspace
+	for _, i := range []*Installer{in, other} {
+		ws, err := i.prepare()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = ws.Cleanup() })
+		if !mounted(ws.Dir) {
+			t.Fatalf("%s is not a mount point after prepare", ws.Dir)
+		}
+		long := time.Now().Add(-time.Hour)
+		if err := os.Chtimes(ws.Dir, long, long); err != nil {
+			t.Fatal(err)
+		}
+		old = append(old, ws)
 	}
-	long := time.Now().Add(-time.Hour)
-	if err := os.Chtimes(ws.Dir, long, long); err != nil {
+	// A build in progress is left alone.
+	fresh, err := in.prepare()
+	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = fresh.Cleanup() })
 	n, err := in.Sweep(10 * time.Minute)
-	if err != nil || n < 1 {
-		t.Fatalf("Sweep = %d, %v; want the workspace removed", n, err)
+	if err != nil || n < 2 {
+		t.Fatalf("Sweep = %d, %v; want both old workspaces removed", n, err)
 	}
-	if mounted(ws.Dir) {
-		t.Fatalf("%s is still mounted after Sweep", ws.Dir)
+	for _, ws := range old {
+		if mounted(ws.Dir) {
+			t.Errorf("%s is still mounted after Sweep", ws.Dir)
+		}
+		if _, err := os.Stat(ws.Dir); err == nil {
+			t.Errorf("%s still exists after Sweep", ws.Dir)
+		}
 	}
-	if _, err := os.Stat(ws.Dir); err == nil {
-		t.Fatalf("%s still exists after Sweep", ws.Dir)
+	if !mounted(fresh.Dir) {
+		t.Errorf("Sweep unmounted the workspace of a build in progress")
 	}
 }
 

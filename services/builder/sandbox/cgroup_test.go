@@ -115,3 +115,17 @@ func TestNoLimitsNoCgroups(t *testing.T) {
 		t.Fatal("a nil hierarchy must make nil, harmless cgroups")
 	}
 }
+
+func TestUnescapeMountPath(t *testing.T) {
+	for in, want := range map[string]string{
+		"/tmp/fnhook-build-1":        "/tmp/fnhook-build-1",
+		`/tmp/a\040b/fnhook-build-2`: "/tmp/a b/fnhook-build-2",
+		`/tmp/tab\011x`:              "/tmp/tab\tx",
+		`/tmp/back\134slash`:         `/tmp/back\slash`,
+		`/tmp/not-an-escape\9`:       `/tmp/not-an-escape\9`,
+	} {
+		if got := unescapeMountPath(in); got != want {
+			t.Errorf("unescapeMountPath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

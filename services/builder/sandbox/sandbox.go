@@ -174,6 +174,63 @@ func (s *Sandbox) Sweep(olderThan time.Duration) int {
 	return s.cg.sweep(time.Now().Add(-olderThan))
 }
 
+// SweepMounts unmounts and removes tmpfs workspaces, wherever they are, whose folder name
+// starts with prefix and whose root was last changed more than olderThan ago: those of a
+// builder killed mid-build, also when its work folder was another one (under Nomad, each
+// allocation has its own).
+func SweepMounts(prefix string, olderThan time.Duration) (removed int) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return 0
+	}
+	cutoff := time.Now().Add(-olderThan)
+	for _, line := range strings.Split(string(b), "\n") {
+		// id parent major:minor root mountpoint options... - fstype source superoptions
+		f := strings.Fields(line)
+		sep := -1
+		for i, x := range f {
+			if x == "-" {
+				sep = i
+				break
+			}
+		}
+		if len(f) < 5 || sep < 0 || sep+1 >= len(f) || f[sep+1] != "tmpfs" {
+			continue
+		}
+		dir := unescapeMountPath(f[4])
+		if !strings.HasPrefix(filepath.Base(dir), prefix) {
+			continue
+		}
+		st, err := os.Stat(dir)
+		if err != nil || st.ModTime().After(cutoff) {
+			continue
+		}
+		if UnmountWorkspace(dir) == nil && os.RemoveAll(dir) == nil {
+			removed++
+		}
+	}
+	return removed
+}
+
+// unescapeMountPath undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMountPath(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
 // Cmd is one program to run in the sandbox.
 type Cmd struct {
 	// Name names the run's cgroups; unique among running runs (the workspace's name).
