@@ -336,9 +336,14 @@ func TestSweepRemovesOldCgroups(t *testing.T) {
 	if n := s.Sweep(time.Hour); n != 0 {
 		t.Errorf("Sweep(1h) removed %d fresh cgroups", n)
 	}
-	time.Sleep(20 * time.Millisecond)
-	if n := s.Sweep(time.Millisecond); n < 1 {
-		t.Errorf("Sweep(1ms) removed %d cgroups", n)
+	// Made old rather than swept with a tiny age, which would take the cgroups of runs
+	// starting elsewhere on this machine.
+	long := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(dir, long, long); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Sweep(time.Hour); n < 1 {
+		t.Errorf("Sweep(1h) removed %d cgroups, want the 2h-old one", n)
 	}
 	if _, err := os.Stat(dir); err == nil {
 		t.Error("old cgroup still there")
