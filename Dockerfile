@@ -13,6 +13,8 @@ RUN CGO_ENABLED=0 go build -trimpath -o /out/service ./services/${SERVICE}
 FROM node:20-bookworm-slim
 ARG SERVICE
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl && rm -rf /var/lib/apt/lists/*
+# npm install scripts run in the builder's sandbox as this account of their own.
+RUN useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin fnhook-build
 COPY --from=build /out/service /usr/local/bin/fnhook-service
 COPY jobs /opt/fnhook/jobs
 COPY services/handler/runner /opt/fnhook/runner

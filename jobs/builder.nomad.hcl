@@ -96,7 +96,7 @@ job "fnhook-builder" {
         EOT
       }
 
-      kill_timeout = "20s"
+      kill_timeout = "40s" # longer than the builder's own grace (FNHOOK_BUILDER_GRACE, 30 s)
       kill_signal  = "SIGTERM"
 
       resources {
