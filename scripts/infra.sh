@@ -379,8 +379,13 @@ clean_nomad_leftovers() {
   if ! pgrep -f '(^|/)nomad agent' >/dev/null; then
     ip link delete nomad 2>/dev/null || true
     if command -v iptables >/dev/null; then
-      while read -r num; do iptables -D FORWARD "$num" 2>/dev/null || true; done \
-        < <(iptables -L FORWARD -n --line-numbers 2>/dev/null | awk '$2 == "NOMAD-ADMIN" {print $1}' | sort -rn)
+      # Nomad's own chain; the CNI plugins' shared, empty chains (CNI-FORWARD, CNI-HOSTPORT-*)
+      # may serve another CNI user of the host and are left.
+      local chain num
+      for chain in $(iptables -S 2>/dev/null | awk '/^-[NP] /{print $2}'); do
+        while read -r num; do iptables -D "$chain" "$num" 2>/dev/null || true; done \
+          < <(iptables -L "$chain" -n --line-numbers 2>/dev/null | awk '$2 == "NOMAD-ADMIN" {print $1}' | sort -rn)
+      done
       iptables -F NOMAD-ADMIN 2>/dev/null && iptables -X NOMAD-ADMIN 2>/dev/null || true
     fi
     unisolate_runners
