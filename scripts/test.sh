@@ -35,7 +35,9 @@ finish() {
     log "failed: logs kept in $FNHOOK_STATE/logs"
   fi
   # Keep the state of the last few failed runs only.
-  [ -d "$runs" ] && ls -1dt "$runs"/*/ 2>/dev/null | tail -n +4 | xargs -r rm -rf
+  if [ -d "$runs" ]; then
+    find "$runs" -mindepth 1 -maxdepth 1 -type d -printf '%T@ %p\n' | sort -rn | tail -n +4 | cut -d' ' -f2- | xargs -r rm -rf || true
+  fi
   exit $rc
 }
 trap finish EXIT
