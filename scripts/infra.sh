@@ -23,7 +23,14 @@ RABBIT_DATA=/var/lib/rabbitmq/fnhook-$(printf '%s' "$FNHOOK_STATE" | sha256sum |
 mkdir -p "$FNHOOK_STATE"/{logs,run}
 
 pidfile() { echo "$FNHOOK_STATE/run/$1.pid"; }
-running() { local p; p=$(cat "$(pidfile "$1")" 2>/dev/null) && kill -0 "$p" 2>/dev/null; }
+# running NAME: the process in NAME's pid file is alive (a killed one may linger as a zombie
+# until the host's init reaps it: that one is dead).
+running() {
+  local p st
+  p=$(cat "$(pidfile "$1")" 2>/dev/null) && kill -0 "$p" 2>/dev/null || return 1
+  st=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | cut -c1)
+  [ -n "$st" ] && [ "$st" != Z ]
+}
 
 # start NAME CMD...: starts CMD detached with a scrubbed environment plus what the caller
 # put in START_ENV and umask 022 (Nomad builds runner chroots with its own umask), logs to
