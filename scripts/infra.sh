@@ -374,12 +374,15 @@ clean_nomad_leftovers() {
   if [ -d "$NOMAD_DATA/alloc" ]; then
     for d in "$NOMAD_DATA"/alloc/*/; do [ -d "$d" ] && ids+=("$(basename "$d")"); done
   fi
-  for p in $(agent_pids); do kill -9 "$p" 2>/dev/null || true; done
+  for p in $(agent_pids "${ids[@]}"); do kill -9 "$p" 2>/dev/null || true; done
   if [ -d "$NOMAD_DATA" ]; then
     { grep -o " $NOMAD_DATA/[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   fi
   if [ ${#ids[@]} -gt 0 ]; then
-    for d in "${ids[@]}"; do ip netns delete "$d" 2>/dev/null || true; done
+    for d in "${ids[@]}"; do
+      ip netns delete "$d" 2>/dev/null || true
+      rmdir /sys/fs/cgroup/*/nomad/"$d".* 2>/dev/null || true
+    done
     remove_alloc_rules "${ids[@]}"
   fi
   # What the bridge mode of any agent shares: gone only when no Nomad agent is left.
@@ -400,16 +403,20 @@ clean_nomad_leftovers() {
   rm -rf "$NOMAD_DATA"
 }
 
-# agent_pids prints the processes of this state directory's Nomad agent: the agent (its
-# config is here), its plugins (executors, log shippers: files open under the data dir) and
-# its tasks (chrooted or working under the data dir).
+# agent_pids ID... prints the processes of this state directory's Nomad agent: the agent
+# (its config is here), its plugins (executors, log shippers: files open under the data dir)
+# and the tasks of its allocations (in the cgroups Nomad named after the allocation ids; a
+# task's root and working folder are in a mount namespace of its own, so they do not tell).
 agent_pids() {
-  local p exe
+  local p exe pattern=""
+  [ $# -gt 0 ] && pattern="/nomad/($(IFS='|'; echo "$*"))\."
   for p in /proc/[0-9]*; do
     p=${p#/proc/}
     [ "$p" = $$ ] && continue
-    case $(readlink "/proc/$p/root" 2>/dev/null)/ in "$NOMAD_DATA"/*) echo "$p"; continue ;; esac
-    case $(readlink "/proc/$p/cwd" 2>/dev/null)/ in "$NOMAD_DATA"/*) echo "$p"; continue ;; esac
+    if [ -n "$pattern" ] && grep -qE "$pattern" "/proc/$p/cgroup" 2>/dev/null; then
+      echo "$p"
+      continue
+    fi
     exe=$(readlink "/proc/$p/exe" 2>/dev/null) || continue
     [ "$exe" = "$NOMAD_BIN" ] || continue
     if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF "$FNHOOK_STATE/" \
