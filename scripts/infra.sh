@@ -180,6 +180,11 @@ advertise {
 server {
   enabled          = true
   bootstrap_expect = 1
+  # Runners reserve what they use (memory) and are limited by memory_max: a node then holds
+  # as many runners as its memory allows, not as many as their limits add up to.
+  default_scheduler_config {
+    memory_oversubscription_enabled = true
+  }
 }
 client {
   enabled           = true
