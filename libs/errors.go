@@ -1,60 +1,52 @@
 // Package fnhook holds the domain types shared by every fnhook service (tenants, functions,
-// modules, routes), the platform's one error type, and the names of the queues and events
-// that connect the services. Packages beside it wrap one dependency each (store for DynamoDB,
-// blob for S3, queue for RabbitMQ, discovery for Consul).
+// modules, routes), the platform's one error type with its registry of codes (each code's
+// HTTP status and retry policy), and the names of the queues and events that connect the
+// services. Packages beside it wrap one dependency each (store for DynamoDB, blob for S3,
+// queue for RabbitMQ, discovery for Consul).
 package fnhook
 
 import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 )
 
-// Error codes. Each maps to one HTTP status in StatusOf.
+// The first codes under their first names, kept so that code written against them still
+// compiles.
+//
+// Deprecated: use the Code constants of the registry (codes.go).
 const (
-	ECONFLICT       = "conflict"
-	EINTERNAL       = "internal"
-	EINVALID        = "invalid"
-	ENOTFOUND       = "not_found"
-	EUNAUTHORIZED   = "unauthorized"
-	EFORBIDDEN      = "forbidden"
-	ETOOLARGE       = "too_large"
-	EUNPROCESSABLE  = "unprocessable"
-	EPRECONDITION   = "precondition_failed"
-	EQUOTA          = "over_quota"
-	EUNAVAILABLE    = "unavailable"
-	ETIMEOUT        = "timeout"
-	EBADGATEWAY     = "bad_gateway"
-	EDEPENDENCY     = "failed_dependency"
-	ENOTIMPLEMENTED = "not_implemented"
+	ECONFLICT       = CodeConflict
+	EINTERNAL       = CodeInternal
+	EINVALID        = CodeInvalid
+	ENOTFOUND       = CodeNotFound
+	EUNAUTHORIZED   = CodeUnauthorized
+	EFORBIDDEN      = CodeForbidden
+	ETOOLARGE       = CodeTooLarge
+	EUNPROCESSABLE  = CodeUnprocessable
+	EPRECONDITION   = CodePreconditionFailed
+	EQUOTA          = CodeOverQuota
+	EUNAVAILABLE    = CodeUnavailable
+	ETIMEOUT        = CodeTimeout
+	EBADGATEWAY     = CodeBadGateway
+	EDEPENDENCY     = CodeFailedDependency
+	ENOTIMPLEMENTED = CodeNotImplemented
 )
-
-var statusByCode = map[string]int{
-	ECONFLICT:       http.StatusConflict,
-	EINTERNAL:       http.StatusInternalServerError,
-	EINVALID:        http.StatusBadRequest,
-	ENOTFOUND:       http.StatusNotFound,
-	EUNAUTHORIZED:   http.StatusUnauthorized,
-	EFORBIDDEN:      http.StatusForbidden,
-	ETOOLARGE:       http.StatusRequestEntityTooLarge,
-	EUNPROCESSABLE:  http.StatusUnprocessableEntity,
-	EPRECONDITION:   http.StatusPreconditionFailed,
-	EQUOTA:          http.StatusTooManyRequests,
-	EUNAVAILABLE:    http.StatusServiceUnavailable,
-	ETIMEOUT:        http.StatusGatewayTimeout,
-	EBADGATEWAY:     http.StatusBadGateway,
-	EDEPENDENCY:     http.StatusFailedDependency,
-	ENOTIMPLEMENTED: http.StatusNotImplemented,
-}
 
 // Error is the platform's error: a machine-readable code and a message a person can act on.
-// It is what every API answers as {"error": {"code": ..., "message": ...}}. Code may be any
-// snake_case string; codes not in the table above answer with Status, or 500 when zero.
+// It is what every API answers as {"error": {"code": ..., "message": ...}}. Code is one of
+// the registry's (codes.go), which gives the answer's status and Retry-After; an error
+// decoded from an upstream's answer keeps that answer's status and Retry-After instead.
 type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
-	// Status overrides the status of Code when set (for codes outside the table).
+	// Status overrides the status of Code when set: the status an upstream answered with,
+	// or that of a code outside the registry (500 when zero).
 	Status int `json:"-"`
+	// Retry overrides the retry policy of Code when positive: the Retry-After an upstream
+	// answered with, which a service relaying the error passes on.
+	Retry time.Duration `json:"-"`
 	// Err is the cause, logged but never shown to the caller.
 	Err error `json:"-"`
 }
@@ -75,10 +67,26 @@ func (e *Error) HTTPStatus() int {
 	if e.Status != 0 {
 		return e.Status
 	}
-	if s, ok := statusByCode[e.Code]; ok {
-		return s
+	if s, ok := codeIndex[e.Code]; ok {
+		return s.Status
 	}
 	return http.StatusInternalServerError
+}
+
+// RetryAfter is how long the caller should wait before trying again, sent as Retry-After;
+// 0 means no Retry-After. It is Retry when set, else the registry's policy for Code; a 503
+// without either still asks for DefaultRetryAfter.
+func (e *Error) RetryAfter() time.Duration {
+	if e.Retry > 0 {
+		return e.Retry
+	}
+	if s, ok := codeIndex[e.Code]; ok && s.RetryAfter > 0 {
+		return s.RetryAfter
+	}
+	if e.HTTPStatus() == http.StatusServiceUnavailable {
+		return DefaultRetryAfter
+	}
+	return 0
 }
 
 // Errorf returns an *Error with the code and a formatted message.
@@ -86,19 +94,26 @@ func Errorf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
-// ErrorCode returns the code of the first *Error in err's chain, or EINTERNAL.
-func ErrorCode(err error) string {
+// asError returns the first *Error in err's chain, or nil.
+func asError(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
+		return e
+	}
+	return nil
+}
+
+// ErrorCode returns the code of the first *Error in err's chain, or CodeInternal.
+func ErrorCode(err error) string {
+	if e := asError(err); e != nil {
 		return e.Code
 	}
-	return EINTERNAL
+	return CodeInternal
 }
 
 // ErrorMessage returns the message of the first *Error in err's chain, or a safe generic text.
 func ErrorMessage(err error) string {
-	var e *Error
-	if errors.As(err, &e) {
+	if e := asError(err); e != nil {
 		return e.Message
 	}
 	return "an internal error occurred"
@@ -106,8 +121,7 @@ func ErrorMessage(err error) string {
 
 // StatusOf returns the HTTP status for err: that of its *Error, or 500.
 func StatusOf(err error) int {
-	var e *Error
-	if errors.As(err, &e) {
+	if e := asError(err); e != nil {
 		return e.HTTPStatus()
 	}
 	return http.StatusInternalServerError
