@@ -144,7 +144,8 @@ func validRequestID(id string) bool {
 	return true
 }
 
-// handleError answers err as the platform's JSON error. Internal errors are logged with
+// handleError answers err as the platform's JSON error, with the status and Retry-After the
+// code registry (or the relayed upstream answer) gives it. Internal errors are logged with
 // their cause and answered with a safe message.
 func (s *Server) handleError(err error, c echo.Context) {
 	if c.Response().Committed {
@@ -157,9 +158,10 @@ func (s *Server) handleError(err error, c echo.Context) {
 	case errors.As(err, &he):
 		fe = fromEcho(he)
 	default:
-		fe = &fnhook.Error{Code: fnhook.EINTERNAL, Message: "an internal error occurred", Err: err}
+		fe = &fnhook.Error{Code: fnhook.CodeInternal, Message: "an internal error occurred", Err: err}
 	}
 	status := fe.HTTPStatus()
+	fnhook.SetRetryAfter(c.Response().Header(), fe)
 	if status >= 500 && fe.Err == nil {
 		// An expected answer (building, no capacity, upstream down): worth a warning only.
 		s.log.Warn("request answered with an error", "path", c.Request().URL.Path, "code", fe.Code,
@@ -179,20 +181,21 @@ func fromEcho(he *echo.HTTPError) *fnhook.Error {
 	msg, _ := he.Message.(string)
 	switch he.Code {
 	case http.StatusNotFound:
-		return &fnhook.Error{Code: fnhook.ENOTFOUND, Message: "no such route"}
+		return &fnhook.Error{Code: fnhook.CodeNotFound, Message: "no such route"}
 	case http.StatusMethodNotAllowed:
-		return &fnhook.Error{Code: "method_not_allowed", Status: he.Code, Message: "method not allowed on this route"}
+		return &fnhook.Error{Code: fnhook.CodeMethodNotAllowed, Message: "method not allowed on this route"}
 	case http.StatusRequestEntityTooLarge:
-		return &fnhook.Error{Code: fnhook.ETOOLARGE, Message: "request body too large"}
+		return &fnhook.Error{Code: fnhook.CodeTooLarge, Message: "request body too large"}
 	case http.StatusUnauthorized:
-		return &fnhook.Error{Code: fnhook.EUNAUTHORIZED, Message: "missing or invalid token"}
+		return &fnhook.Error{Code: fnhook.CodeUnauthorized, Message: "missing or invalid token"}
 	}
 	if msg == "" {
 		msg = http.StatusText(he.Code)
 	}
-	code := fnhook.EINVALID
+	// Other statuses of echo's own errors keep their status under the nearest generic code.
+	code := fnhook.CodeInvalid
 	if he.Code >= 500 {
-		code = fnhook.EINTERNAL
+		code = fnhook.CodeInternal
 	}
 	return &fnhook.Error{Code: code, Status: he.Code, Message: msg}
 }
