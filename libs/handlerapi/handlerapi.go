@@ -2,7 +2,10 @@
 // handler that owns a tenant where that tenant's function runs right now.
 //
 //	POST /v1/resolve {"tenant","function"} -> 200 fnhook.Route
-//	404 not_found, 503 function_building (Retry-After), 424 function_failed, 503 no_capacity
+//	404 not_found, 424 function_failed, 429 over_quota, 413 too_large,
+//	503 function_building, no_capacity, module_unavailable or unavailable (with Retry-After)
+//
+// Statuses and retry policies are the code registry's (package fnhook).
 //
 // The API is protected by a bearer token derived from the handler secret (ResolveToken),
 // which the gateway and the handler both hold.
@@ -28,15 +31,14 @@ import (
 // Path is the route of the resolve API.
 const Path = "/v1/resolve"
 
-// Error codes of the resolve API beyond the platform's own.
+// The resolve API's own codes under their first names.
+//
+// Deprecated: use fnhook.CodeFunctionBuilding, fnhook.CodeFunctionFailed and
+// fnhook.CodeNoCapacity.
 const (
-	// CodeFunctionBuilding: the function's modules are still being built; retry after
-	// the answer's Retry-After.
-	CodeFunctionBuilding = "function_building"
-	// CodeFunctionFailed: the function cannot run; the message says why.
-	CodeFunctionFailed = "function_failed"
-	// CodeNoCapacity: no runner could be had in time on that node.
-	CodeNoCapacity = "no_capacity"
+	CodeFunctionBuilding = fnhook.CodeFunctionBuilding
+	CodeFunctionFailed   = fnhook.CodeFunctionFailed
+	CodeNoCapacity       = fnhook.CodeNoCapacity
 )
 
 // maxAnswer bounds what the client reads of an answer.
@@ -86,7 +88,7 @@ func New(secret string, hc *http.Client) *Client {
 
 // Resolve asks the handler at address (host:port, or a URL with scheme) for the route of
 // tenant's function. Error answers are returned as *fnhook.Error with the handler's code,
-// message and status (a function_building answer always asks to retry after 1 s).
+// message, status and Retry-After, so that the gateway passes them on as they are.
 func (c *Client) Resolve(ctx context.Context, address, tenant, function string) (fnhook.Route, error) {
 	return c.Do(ctx, address, Request{Tenant: tenant, Function: function})
 }
@@ -130,11 +132,11 @@ func (c *Client) Do(ctx context.Context, address string, r Request) (fnhook.Rout
 
 func decodeError(resp *http.Response, raw []byte) *fnhook.Error {
 	var eb fnhook.ErrorBody
-	fe := &fnhook.Error{Status: resp.StatusCode}
+	fe := &fnhook.Error{Status: resp.StatusCode, Retry: fnhook.ParseRetryAfter(resp.Header.Get(fnhook.HeaderRetryAfter))}
 	if json.Unmarshal(raw, &eb) == nil && eb.Error != nil && eb.Error.Code != "" {
 		fe.Code, fe.Message = eb.Error.Code, eb.Error.Message
 	} else {
-		fe.Code = fnhook.EBADGATEWAY
+		fe.Code = fnhook.CodeBadGateway
 		fe.Message = fmt.Sprintf("handler answered %d", resp.StatusCode)
 	}
 	return fe

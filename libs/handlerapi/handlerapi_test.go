@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	fnhook "github.com/fnhook/fnhook/libs"
 )
@@ -36,9 +37,12 @@ func TestResolve(t *testing.T) {
 		case "ok":
 			json.NewEncoder(w).Encode(fnhook.Route{Address: "127.0.0.1:1", Token: "t", Version: 2, Cold: true})
 		case "building":
-			w.Header().Set("Retry-After", "1")
+			w.Header().Set("Retry-After", "3")
 			w.WriteHeader(503)
 			w.Write([]byte(`{"error":{"code":"function_building","message":"being built"}}`))
+		case "full":
+			w.WriteHeader(503)
+			w.Write([]byte(`{"error":{"code":"no_capacity","message":"no runner"}}`))
 		default:
 			w.WriteHeader(502)
 			w.Write([]byte(`<html>proxy error</html>`))
@@ -53,13 +57,20 @@ func TestResolve(t *testing.T) {
 	}
 	_, err = c.Resolve(ctx, srv.URL[len("http://"):], "acme", "building")
 	fe, ok := err.(*fnhook.Error)
-	if !ok || fe.Code != CodeFunctionBuilding || fe.HTTPStatus() != 503 || fe.Message != "being built" {
+	if !ok || fe.Code != fnhook.CodeFunctionBuilding || fe.HTTPStatus() != 503 || fe.Message != "being built" {
 		t.Fatalf("Resolve(building) = %#v, want *fnhook.Error function_building 503", err)
+	}
+	if fe.RetryAfter() != 3*time.Second {
+		t.Fatalf("Resolve(building) asks to retry after %s; the handler said 3s", fe.RetryAfter())
+	}
+	// Without a Retry-After from the handler, the registry's policy applies.
+	if _, err := c.Resolve(ctx, srv.URL, "acme", "full"); fnhook.ErrorCode(err) != fnhook.CodeNoCapacity || fnhook.RetryAfterOf(err) != time.Second {
+		t.Fatalf("Resolve(full) = %v, retry after %s; want no_capacity after 1s", err, fnhook.RetryAfterOf(err))
 	}
 	if _, err := c.Resolve(ctx, srv.URL, "acme", "other"); fnhook.StatusOf(err) != 502 {
 		t.Fatalf("Resolve against a non-JSON 502 = %v", err)
 	}
-	if _, err := New("wrong-secret-xxxxx", nil).Resolve(ctx, srv.URL, "acme", "ok"); fnhook.ErrorCode(err) != fnhook.EUNAUTHORIZED {
+	if _, err := New("wrong-secret-xxxxx", nil).Resolve(ctx, srv.URL, "acme", "ok"); fnhook.ErrorCode(err) != fnhook.CodeUnauthorized {
 		t.Fatalf("Resolve with a wrong secret = %v, want unauthorized", err)
 	}
 }
