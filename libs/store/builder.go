@@ -26,7 +26,7 @@ func (s *Store) RenewModuleClaim(ctx context.Context, name, version, owner strin
 	err := s.updateOwnedClaim(ctx, name, version, owner, "SET #i.claimUntil = :u",
 		map[string]types.AttributeValue{":u": num64(time.Now().Add(ttl).UnixMilli())})
 	if isConditionFailed(err) {
-		return fnhook.Errorf(fnhook.ECONFLICT, "claim on module %s is no longer %s's", fnhook.ModuleKey(name, version), owner)
+		return fnhook.Errorf(fnhook.CodeConflict, "claim on module %s is no longer %s's", fnhook.ModuleKey(name, version), owner)
 	}
 	if err != nil {
 		return fmt.Errorf("renew claim on module %s: %w", fnhook.ModuleKey(name, version), err)
@@ -43,7 +43,7 @@ func (s *Store) FinishModuleClaim(ctx context.Context, m fnhook.Module, owner st
 	err := put(ctx, s, moduleKey(m.Name, m.Version), metaSK, m, ownedClaim,
 		map[string]types.AttributeValue{":me": str(owner), ":b": str(fnhook.ModuleBuilding)})
 	if isConditionFailed(err) {
-		return fnhook.Errorf(fnhook.ECONFLICT, "claim on module %s is no longer %s's", fnhook.ModuleKey(m.Name, m.Version), owner)
+		return fnhook.Errorf(fnhook.CodeConflict, "claim on module %s is no longer %s's", fnhook.ModuleKey(m.Name, m.Version), owner)
 	}
 	if err != nil {
 		return fmt.Errorf("finish module %s: %w", fnhook.ModuleKey(m.Name, m.Version), err)

@@ -24,7 +24,7 @@ func (s *Store) PutFunction(ctx context.Context, f fnhook.Function, prev int) er
 			map[string]types.AttributeValue{":v": num(prev)})
 	}
 	if isConditionFailed(err) {
-		return fnhook.Errorf(fnhook.ECONFLICT, "function %q was changed concurrently; read it again and retry", f.Name)
+		return fnhook.Errorf(fnhook.CodeConflict, "function %q was changed concurrently; read it again and retry", f.Name)
 	}
 	if err != nil {
 		return fmt.Errorf("put function %s/%s: %w", f.Tenant, f.Name, err)
@@ -39,7 +39,7 @@ func (s *Store) GetFunction(ctx context.Context, tenant, name string) (fnhook.Fu
 		return f, err
 	}
 	if !ok {
-		return f, fnhook.Errorf(fnhook.ENOTFOUND, "function %q of tenant %q does not exist", name, tenant)
+		return f, fnhook.Errorf(fnhook.CodeNotFound, "function %q of tenant %q does not exist", name, tenant)
 	}
 	return f, nil
 }
@@ -102,7 +102,7 @@ func (s *Store) DeleteFunction(ctx context.Context, tenant, name string, prev in
 		if _, gerr := s.GetFunction(ctx, tenant, name); gerr != nil {
 			return gerr
 		}
-		return fnhook.Errorf(fnhook.ECONFLICT, "function %q was changed concurrently", name)
+		return fnhook.Errorf(fnhook.CodeConflict, "function %q was changed concurrently", name)
 	}
 	if err != nil {
 		return fmt.Errorf("delete function %s/%s: %w", tenant, name, err)

@@ -58,11 +58,11 @@ func (s *Store) CreateFunction(ctx context.Context, f fnhook.Function) (int, err
 		case failed == nil:
 			return 0, fmt.Errorf("create function %s/%s: %w", f.Tenant, f.Name, err)
 		case failed[0]:
-			return 0, fnhook.Errorf(fnhook.ECONFLICT, "function %q was created concurrently; read it and retry", f.Name)
+			return 0, fnhook.Errorf(fnhook.CodeConflict, "function %q was created concurrently; read it and retry", f.Name)
 		}
 		// The floor moved (a function of the tenant was deleted meanwhile): read it again.
 	}
-	return 0, fnhook.Errorf(fnhook.ECONFLICT, "function %q: the tenant's functions changed concurrently; retry", f.Name)
+	return 0, fnhook.Errorf(fnhook.CodeConflict, "function %q: the tenant's functions changed concurrently; retry", f.Name)
 }
 
 // DeleteFunctionAt removes the function if its version is still version, and raises the
@@ -94,7 +94,7 @@ func (s *Store) DeleteFunctionAt(ctx context.Context, tenant, name string, versi
 			if _, gerr := s.GetFunction(ctx, tenant, name); gerr != nil {
 				return gerr
 			}
-			return fnhook.Errorf(fnhook.ECONFLICT, "function %q was changed concurrently", name)
+			return fnhook.Errorf(fnhook.CodeConflict, "function %q was changed concurrently", name)
 		case failed[1]:
 			// The floor is already at or above version (cannot happen for functions made
 			// by CreateFunction): delete without touching it.
@@ -102,7 +102,7 @@ func (s *Store) DeleteFunctionAt(ctx context.Context, tenant, name string, versi
 		}
 		// Cancelled for another reason (a concurrent transaction on the same items): retry.
 	}
-	return fnhook.Errorf(fnhook.ECONFLICT, "function %q was changed concurrently", name)
+	return fnhook.Errorf(fnhook.CodeConflict, "function %q was changed concurrently", name)
 }
 
 // ReplaceFunctionIf writes f (same version, new build state) only if the stored function
@@ -125,7 +125,7 @@ func (s *Store) ReplaceFunctionIf(ctx context.Context, f fnhook.Function, prev i
 		ExpressionAttributeValues: map[string]types.AttributeValue{":v": num(prev), ":u": at},
 	})
 	if isConditionFailed(err) {
-		return fnhook.Errorf(fnhook.ECONFLICT, "function %q was changed concurrently", f.Name)
+		return fnhook.Errorf(fnhook.CodeConflict, "function %q was changed concurrently", f.Name)
 	}
 	if err != nil {
 		return fmt.Errorf("update function %s/%s: %w", f.Tenant, f.Name, err)

@@ -54,7 +54,7 @@ func (s *Store) FinishModule(ctx context.Context, m fnhook.Module) error {
 	err := put(ctx, s, moduleKey(m.Name, m.Version), metaSK, m, "attribute_not_exists(PK) OR #i.#s <> :r",
 		map[string]types.AttributeValue{":r": str(fnhook.ModuleReady)})
 	if isConditionFailed(err) {
-		return fnhook.Errorf(fnhook.ECONFLICT, "module %s is already ready", fnhook.ModuleKey(m.Name, m.Version))
+		return fnhook.Errorf(fnhook.CodeConflict, "module %s is already ready", fnhook.ModuleKey(m.Name, m.Version))
 	}
 	if err != nil {
 		return fmt.Errorf("finish module %s: %w", fnhook.ModuleKey(m.Name, m.Version), err)

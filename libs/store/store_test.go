@@ -21,7 +21,7 @@ func TestFunctionConditionalWrites(t *testing.T) {
 		t.Fatalf("create: %v", err)
 	}
 	// A second create of the same function is rejected by the condition.
-	if err := s.PutFunction(ctx, f, 0); fnhook.ErrorCode(err) != fnhook.ECONFLICT {
+	if err := s.PutFunction(ctx, f, 0); fnhook.ErrorCode(err) != fnhook.CodeConflict {
 		t.Fatalf("second create: got %v, want conflict", err)
 	}
 	got, err := s.GetFunction(ctx, "acme", "hello")
@@ -44,7 +44,7 @@ func TestFunctionConditionalWrites(t *testing.T) {
 				mu.Lock()
 				wins++
 				mu.Unlock()
-			} else if fnhook.ErrorCode(err) != fnhook.ECONFLICT {
+			} else if fnhook.ErrorCode(err) != fnhook.CodeConflict {
 				t.Errorf("racing put: %v", err)
 			}
 		}(i)
@@ -53,13 +53,13 @@ func TestFunctionConditionalWrites(t *testing.T) {
 	if wins != 1 {
 		t.Fatalf("%d writers won the race from version 1, want exactly 1", wins)
 	}
-	if err := s.DeleteFunction(ctx, "acme", "hello", 1); fnhook.ErrorCode(err) != fnhook.ECONFLICT {
+	if err := s.DeleteFunction(ctx, "acme", "hello", 1); fnhook.ErrorCode(err) != fnhook.CodeConflict {
 		t.Fatalf("delete at stale version: got %v, want conflict", err)
 	}
 	if err := s.DeleteFunction(ctx, "acme", "hello", 2); err != nil {
 		t.Fatalf("delete: %v", err)
 	}
-	if _, err := s.GetFunction(ctx, "acme", "hello"); fnhook.ErrorCode(err) != fnhook.ENOTFOUND {
+	if _, err := s.GetFunction(ctx, "acme", "hello"); fnhook.ErrorCode(err) != fnhook.CodeNotFound {
 		t.Fatalf("get after delete: got %v, want not_found", err)
 	}
 }
@@ -152,10 +152,10 @@ func TestTenantDeleteRemovesEverything(t *testing.T) {
 	if err != nil || len(fns) != 1 {
 		t.Fatalf("delete tenant: %d functions, %v", len(fns), err)
 	}
-	if _, err := s.GetTenant(ctx, "gone"); fnhook.ErrorCode(err) != fnhook.ENOTFOUND {
+	if _, err := s.GetTenant(ctx, "gone"); fnhook.ErrorCode(err) != fnhook.CodeNotFound {
 		t.Fatalf("tenant still there: %v", err)
 	}
-	if _, err := s.GetToken(ctx, "gone", "t1"); fnhook.ErrorCode(err) != fnhook.ENOTFOUND {
+	if _, err := s.GetToken(ctx, "gone", "t1"); fnhook.ErrorCode(err) != fnhook.CodeNotFound {
 		t.Fatalf("token still there: %v", err)
 	}
 }

@@ -28,7 +28,7 @@ func (s *Store) GetTenant(ctx context.Context, name string) (fnhook.Tenant, erro
 		return t, err
 	}
 	if !ok {
-		return t, fnhook.Errorf(fnhook.ENOTFOUND, "tenant %q does not exist", name)
+		return t, fnhook.Errorf(fnhook.CodeNotFound, "tenant %q does not exist", name)
 	}
 	return t, nil
 }
@@ -110,7 +110,7 @@ func (s *Store) GetToken(ctx context.Context, tenant, id string) (fnhook.Token, 
 		return t, err
 	}
 	if !ok {
-		return t, fnhook.Errorf(fnhook.ENOTFOUND, "token %q does not exist", id)
+		return t, fnhook.Errorf(fnhook.CodeNotFound, "token %q does not exist", id)
 	}
 	return t, nil
 }
@@ -119,7 +119,7 @@ func (s *Store) GetToken(ctx context.Context, tenant, id string) (fnhook.Token, 
 func (s *Store) DeleteToken(ctx context.Context, tenant, id string) error {
 	err := s.delete(ctx, tenantPK(tenant), "TOKEN#"+id, "attribute_exists(PK)", nil)
 	if isConditionFailed(err) {
-		return fnhook.Errorf(fnhook.ENOTFOUND, "token %q does not exist", id)
+		return fnhook.Errorf(fnhook.CodeNotFound, "token %q does not exist", id)
 	}
 	return err
 }
