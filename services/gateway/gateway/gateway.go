@@ -135,8 +135,7 @@ func (g *Gateway) Register(e *echo.Echo) {
 func (g *Gateway) proxyMgmt(c echo.Context) error {
 	addrs := g.mgmt.Load()
 	if addrs == nil || len(*addrs) == 0 {
-		return &fnhook.Error{Code: "mgmt_unavailable", Status: http.StatusServiceUnavailable,
-			Message: "the management API has no healthy instance right now; retry shortly"}
+		return fnhook.Errorf(fnhook.CodeMgmtUnavailable, "the management API has no healthy instance right now; retry shortly")
 	}
 	target := (*addrs)[g.mgmtNext.Add(1)%uint64(len(*addrs))]
 	req := c.Request()
@@ -158,11 +157,11 @@ func (g *Gateway) rewriteMgmt(pr *httputil.ProxyRequest) {
 func (g *Gateway) mgmtError(w http.ResponseWriter, r *http.Request, err error) {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
-		writeError(w, fnhook.Errorf(fnhook.ETOOLARGE, "request body is larger than %d bytes", g.cfg.MaxMgmtBody))
+		writeError(w, fnhook.Errorf(fnhook.CodeTooLarge, "request body is larger than %d bytes", g.cfg.MaxMgmtBody))
 		return
 	}
 	g.log.Warn("mgmt proxy failed", "err", err)
-	writeError(w, &fnhook.Error{Code: "mgmt_unavailable", Status: http.StatusBadGateway, Message: "the management API did not answer; retry shortly"})
+	writeError(w, fnhook.Errorf(fnhook.CodeMgmtUnavailable, "the management API did not answer; retry shortly"))
 }
 
 // call is the state of one /run call, carried through the proxy in the request context.
@@ -181,18 +180,17 @@ type callKey struct{}
 func (g *Gateway) run(c echo.Context) error {
 	tenant, function := c.Param("tenant"), c.Param("function")
 	if !fnhook.NamePattern.MatchString(tenant) || !fnhook.NamePattern.MatchString(function) {
-		return fnhook.Errorf(fnhook.ENOTFOUND, "no function %q of tenant %q: names are lower-case letters, digits and dashes", function, tenant)
+		return fnhook.Errorf(fnhook.CodeNotFound, "no function %q of tenant %q: names are lower-case letters, digits and dashes", function, tenant)
 	}
 	select {
 	case g.inflight <- struct{}{}:
 		defer func() { <-g.inflight }()
 	default:
-		c.Response().Header().Set("Retry-After", "1")
-		return &fnhook.Error{Code: "overloaded", Status: http.StatusServiceUnavailable, Message: "the gateway is at its limit of concurrent calls; retry shortly"}
+		return fnhook.Errorf(fnhook.CodeOverloaded, "the gateway is at its limit of concurrent calls; retry shortly")
 	}
 	req := c.Request()
 	if req.ContentLength > g.cfg.MaxBody {
-		return fnhook.Errorf(fnhook.ETOOLARGE, "request body is larger than the limit of %d bytes", g.cfg.MaxBody)
+		return fnhook.Errorf(fnhook.CodeTooLarge, "request body is larger than the limit of %d bytes", g.cfg.MaxBody)
 	}
 	cl := &call{tenant: tenant, function: function}
 	if p := c.Param("*"); p != "" || strings.HasSuffix(req.URL.Path, "/") {
@@ -204,9 +202,9 @@ func (g *Gateway) run(c echo.Context) error {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return fnhook.Errorf(fnhook.ETOOLARGE, "request body is larger than the limit of %d bytes", g.cfg.MaxBody)
+			return fnhook.Errorf(fnhook.CodeTooLarge, "request body is larger than the limit of %d bytes", g.cfg.MaxBody)
 		}
-		return fnhook.Errorf(fnhook.EINVALID, "could not read the request body: %v", err)
+		return fnhook.Errorf(fnhook.CodeInvalid, "could not read the request body: %v", err)
 	}
 	if int64(len(buf)) <= g.cfg.ReplayBytes {
 		cl.replay, cl.replayable = buf, true
@@ -221,10 +219,7 @@ func (g *Gateway) run(c echo.Context) error {
 
 	route, err := g.route(withRequestID(req.Context(), server.RequestID(c)), tenant, function, false)
 	if err != nil {
-		if fnhook.ErrorCode(err) == handlerapi.CodeFunctionBuilding {
-			c.Response().Header().Set("Retry-After", "1")
-		}
-		return err
+		return err // the handler's answer, with its status and Retry-After
 	}
 	cl.route = route
 	ctx, cancel := context.WithTimeout(req.Context(), g.cfg.CallTimeout)
@@ -244,8 +239,7 @@ func (g *Gateway) route(ctx context.Context, tenant, function string, fresh bool
 	}
 	handler, ok := g.handlers.Pick(tenant)
 	if !ok {
-		return fnhook.Route{}, &fnhook.Error{Code: "no_handler", Status: http.StatusServiceUnavailable,
-			Message: "no healthy handler is registered; retry shortly"}
+		return fnhook.Route{}, fnhook.Errorf(fnhook.CodeNoHandler, "no healthy handler is registered; retry shortly")
 	}
 	start := time.Now()
 	r, err := g.resolver.Do(ctx, handler, handlerapi.Request{Tenant: tenant, Function: function, Refresh: fresh, RequestID: requestID(ctx)})
@@ -260,7 +254,7 @@ func (g *Gateway) route(ctx context.Context, tenant, function string, fresh bool
 			return r, fe
 		}
 		g.log.Warn("resolve failed", "tenant", tenant, "function", function, "handler", handler, "err", err)
-		return r, &fnhook.Error{Code: "handler_unavailable", Status: http.StatusBadGateway,
+		return r, &fnhook.Error{Code: fnhook.CodeHandlerUnavailable,
 			Message: "the handler of this tenant did not answer; retry shortly", Err: err}
 	}
 	g.routes.Put(tenant, function, r)
@@ -292,14 +286,19 @@ var errStale = errors.New("stale route")
 
 func (g *Gateway) modifyRun(resp *http.Response) error {
 	cl := resp.Request.Context().Value(callKey{}).(*call)
-	switch resp.Header.Get(HeaderRunnerError) {
-	case runnerapi.CodeFunctionNotLoaded, runnerapi.CodeStaleVersion, "unauthorized", runnerapi.CodeNotAssigned:
+	code := resp.Header.Get(HeaderRunnerError)
+	switch code {
+	case fnhook.CodeFunctionNotLoaded, fnhook.CodeStaleVersion, fnhook.CodeUnauthorized, fnhook.CodeNotAssigned:
 		if cl.attempt == 0 && cl.replayable {
 			resp.Body.Close()
 			return errStale
 		}
 	}
 	resp.Header.Del(HeaderRunnerError)
+	if code != "" && resp.Header.Get(fnhook.HeaderRetryAfter) == "" {
+		// The runner's own error (runtime_unavailable...): the registry's retry policy.
+		fnhook.SetRetryAfter(resp.Header, &fnhook.Error{Code: code, Status: resp.StatusCode})
+	}
 	if cl.route.Cold || cl.attempt > 0 {
 		resp.Header.Set(runnerapi.HeaderCold, "1")
 	}
@@ -329,34 +328,33 @@ func (g *Gateway) runError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
-		writeError(w, fnhook.Errorf(fnhook.ETIMEOUT, "the function did not answer within the platform's limit of %s", g.cfg.CallTimeout))
+		writeError(w, fnhook.Errorf(fnhook.CodeTimeout, "the function did not answer within the platform's limit of %s", g.cfg.CallTimeout))
 	case errors.Is(err, context.Canceled):
 		// The caller went away; nothing to answer.
 	case errors.Is(err, errStale):
 		g.routes.Drop(cl.tenant, cl.function)
-		writeError(w, &fnhook.Error{Code: "runner_unavailable", Status: http.StatusBadGateway, Message: "the function's runner changed during the call; retry"})
+		writeError(w, fnhook.Errorf(fnhook.CodeRunnerUnavailable, "the function's runner changed during the call; retry"))
 	default:
 		g.routes.Drop(cl.tenant, cl.function)
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			writeError(w, fnhook.Errorf(fnhook.ETOOLARGE, "request body is larger than the limit of %d bytes", g.cfg.MaxBody))
+			writeError(w, fnhook.Errorf(fnhook.CodeTooLarge, "request body is larger than the limit of %d bytes", g.cfg.MaxBody))
 			return
 		}
 		g.log.Warn("runner call failed", "tenant", cl.tenant, "function", cl.function, "err", err)
-		writeError(w, &fnhook.Error{Code: "runner_unavailable", Status: http.StatusBadGateway, Message: "the function's runner did not answer; retry shortly"})
+		writeError(w, fnhook.Errorf(fnhook.CodeRunnerUnavailable, "the function's runner did not answer; retry shortly"))
 	}
 	g.calls.WithLabelValues("5xx", "false").Inc()
 }
 
-// writeError answers err as the platform's JSON error outside echo (inside the proxy).
+// writeError answers err as the platform's JSON error outside echo (inside the proxy), with
+// the status and Retry-After the server's error handler would give it.
 func writeError(w http.ResponseWriter, err error) {
 	var fe *fnhook.Error
 	if !errors.As(err, &fe) {
-		fe = &fnhook.Error{Code: fnhook.EINTERNAL, Message: "an internal error occurred"}
+		fe = &fnhook.Error{Code: fnhook.CodeInternal, Message: "an internal error occurred"}
 	}
-	if fe.Code == handlerapi.CodeFunctionBuilding {
-		w.Header().Set("Retry-After", "1")
-	}
+	fnhook.SetRetryAfter(w.Header(), fe)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(fe.HTTPStatus())
 	_ = json.NewEncoder(w).Encode(fnhook.ErrorBody{Error: &fnhook.Error{Code: fe.Code, Message: fe.Message}})
