@@ -1,6 +1,7 @@
 // Package resolveapi serves the handler's resolve API (libs/handlerapi is its client):
 // POST /v1/resolve {"tenant","function"} -> fnhook.Route, behind the bearer token derived
-// from the handler secret.
+// from the handler secret. Errors answer with the status and Retry-After of their code in
+// the registry (package fnhook).
 package resolveapi
 
 import (
@@ -35,30 +36,27 @@ func Mount(e *echo.Echo, r Resolver, secret string) {
 	want := sha256.Sum256([]byte(handlerapi.ResolveToken(secret)))
 	e.POST(handlerapi.Path, func(c echo.Context) error {
 		if !authorized(c.Request().Header.Get("Authorization"), want) {
-			return fnhook.Errorf(fnhook.EUNAUTHORIZED, "missing or invalid resolve token")
+			return fnhook.Errorf(fnhook.CodeUnauthorized, "missing or invalid resolve token")
 		}
 		var req handlerapi.Request
 		body, err := io.ReadAll(io.LimitReader(c.Request().Body, maxBody+1))
 		if err != nil {
-			return fnhook.Errorf(fnhook.EINVALID, "cannot read the request body")
+			return fnhook.Errorf(fnhook.CodeInvalid, "cannot read the request body")
 		}
 		if len(body) > maxBody {
-			return fnhook.Errorf(fnhook.ETOOLARGE, "request body larger than %d bytes", maxBody)
+			return fnhook.Errorf(fnhook.CodeTooLarge, "request body larger than %d bytes", maxBody)
 		}
 		if err := json.Unmarshal(body, &req); err != nil {
-			return fnhook.Errorf(fnhook.EINVALID, "request body must be {\"tenant\", \"function\", \"refresh\"?}")
+			return fnhook.Errorf(fnhook.CodeInvalid, "request body must be {\"tenant\", \"function\", \"refresh\"?}")
 		}
 		if !fnhook.NamePattern.MatchString(req.Tenant) || !fnhook.NamePattern.MatchString(req.Function) {
-			return fnhook.Errorf(fnhook.EINVALID, "tenant and function must match %s", fnhook.NamePattern)
+			return fnhook.Errorf(fnhook.CodeInvalid, "tenant and function must match %s", fnhook.NamePattern)
 		}
 		ctx, cancel := context.WithTimeout(c.Request().Context(), timeout)
 		defer cancel()
 		route, err := r.Resolve(ctx, req.Tenant, req.Function, req.Refresh)
 		if err != nil {
-			if fnhook.ErrorCode(err) == handlerapi.CodeFunctionBuilding || fnhook.ErrorCode(err) == handlerapi.CodeNoCapacity {
-				c.Response().Header().Set("Retry-After", "1")
-			}
-			return err
+			return err // the server's error handler sets the code's status and Retry-After
 		}
 		return c.JSON(http.StatusOK, route)
 	})

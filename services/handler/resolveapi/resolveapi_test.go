@@ -2,6 +2,7 @@ package resolveapi
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -17,8 +18,15 @@ type fakeResolver struct{ calls int }
 
 func (f *fakeResolver) Resolve(_ context.Context, tenant, function string, refresh bool) (fnhook.Route, error) {
 	f.calls++
-	if function == "building" {
-		return fnhook.Route{}, &fnhook.Error{Code: handlerapi.CodeFunctionBuilding, Status: 503, Message: "being built"}
+	switch function {
+	case "building":
+		return fnhook.Route{}, &fnhook.Error{Code: fnhook.CodeFunctionBuilding, Message: "being built"}
+	case "full":
+		return fnhook.Route{}, &fnhook.Error{Code: fnhook.CodeNoCapacity, Message: "no runner"}
+	case "module":
+		return fnhook.Route{}, &fnhook.Error{Code: fnhook.CodeModuleUnavailable, Message: "not installed", Err: errors.New("digest mismatch")}
+	case "failed":
+		return fnhook.Route{}, &fnhook.Error{Code: fnhook.CodeFunctionFailed, Message: "compile error"}
 	}
 	return fnhook.Route{Address: "127.0.0.1:9", Token: "t", Version: 1}, nil
 }
@@ -44,6 +52,9 @@ func TestResolveAPI(t *testing.T) {
 		{"not json", good, `tenant=acme`, 400, "", false},
 		{"too large", good, `{"tenant":"` + strings.Repeat("a", 5000) + `"}`, 413, "", false},
 		{"building asks to retry", good, `{"tenant":"acme","function":"building"}`, 503, "1", true},
+		{"no capacity asks to retry", good, `{"tenant":"acme","function":"full"}`, 503, "1", true},
+		{"module unavailable asks to retry", good, `{"tenant":"acme","function":"module"}`, 503, "1", true},
+		{"failed does not", good, `{"tenant":"acme","function":"failed"}`, 424, "", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
