@@ -149,7 +149,7 @@ func TestFunctionLifecycle(t *testing.T) {
 	})
 	must(t, in.call(t, "GET", "/v1/tenants/"+tenant, in.admin, nil), http.StatusNotFound)
 	must(t, in.call(t, "GET", base+"first", token, nil), http.StatusUnauthorized)
-	if _, err := b.store.GetFunction(ctx, tenant, "first"); fnhook.ErrorCode(err) != fnhook.ENOTFOUND {
+	if _, err := b.store.GetFunction(ctx, tenant, "first"); fnhook.ErrorCode(err) != fnhook.CodeNotFound {
 		t.Errorf("function survived its tenant: %v", err)
 	}
 }
@@ -251,20 +251,20 @@ func TestAuth(t *testing.T) {
 		status                   int
 		code                     string
 	}{
-		{"no header", "GET", fn, "", 401, fnhook.EUNAUTHORIZED},
-		{"basic scheme", "GET", fn, "Basic " + testAdminKey, 401, fnhook.EUNAUTHORIZED},
-		{"garbage token", "GET", fn, "Bearer nonsense", 401, fnhook.EUNAUTHORIZED},
-		{"wrong secret", "GET", fn, "Bearer " + wrongSecret, 401, fnhook.EUNAUTHORIZED},
-		{"admin key prefix", "GET", fn, "Bearer " + testAdminKey[:16], 401, fnhook.EUNAUTHORIZED},
+		{"no header", "GET", fn, "", 401, fnhook.CodeUnauthorized},
+		{"basic scheme", "GET", fn, "Basic " + testAdminKey, 401, fnhook.CodeUnauthorized},
+		{"garbage token", "GET", fn, "Bearer nonsense", 401, fnhook.CodeUnauthorized},
+		{"wrong secret", "GET", fn, "Bearer " + wrongSecret, 401, fnhook.CodeUnauthorized},
+		{"admin key prefix", "GET", fn, "Bearer " + testAdminKey[:16], 401, fnhook.CodeUnauthorized},
 		{"admin on function", "GET", fn, "Bearer " + testAdminKey, 200, ""},
 		{"tenant on own function", "GET", fn, "Bearer " + token, 200, ""},
 		{"tenant on own list", "GET", "/v1/tenants/" + tenant + "/functions", "Bearer " + token, 200, ""},
-		{"tenant on other tenant", "GET", "/v1/tenants/" + other + "/functions", "Bearer " + token, 403, fnhook.EFORBIDDEN},
-		{"other tenant on function", "GET", fn, "Bearer " + otherToken, 403, fnhook.EFORBIDDEN},
-		{"other tenant put", "PUT", "/v1/tenants/" + tenant + "/functions/g", "Bearer " + otherToken, 403, fnhook.EFORBIDDEN},
-		{"tenant on admin route", "GET", "/v1/tenants", "Bearer " + token, 403, fnhook.EFORBIDDEN},
-		{"tenant issues token", "POST", "/v1/tenants/" + tenant + "/tokens", "Bearer " + token, 403, fnhook.EFORBIDDEN},
-		{"tenant reads tenant", "GET", "/v1/tenants/" + tenant, "Bearer " + token, 403, fnhook.EFORBIDDEN},
+		{"tenant on other tenant", "GET", "/v1/tenants/" + other + "/functions", "Bearer " + token, 403, fnhook.CodeForbidden},
+		{"other tenant on function", "GET", fn, "Bearer " + otherToken, 403, fnhook.CodeForbidden},
+		{"other tenant put", "PUT", "/v1/tenants/" + tenant + "/functions/g", "Bearer " + otherToken, 403, fnhook.CodeForbidden},
+		{"tenant on admin route", "GET", "/v1/tenants", "Bearer " + token, 403, fnhook.CodeForbidden},
+		{"tenant issues token", "POST", "/v1/tenants/" + tenant + "/tokens", "Bearer " + token, 403, fnhook.CodeForbidden},
+		{"tenant reads tenant", "GET", "/v1/tenants/" + tenant, "Bearer " + token, 403, fnhook.CodeForbidden},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

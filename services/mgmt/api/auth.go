@@ -38,7 +38,7 @@ func newAuthenticator(s *store.Store, adminKey string) authenticator {
 
 func unauthorized(c echo.Context, msg string) error {
 	c.Response().Header().Set("WWW-Authenticate", `Bearer realm="fnhook"`)
-	return fnhook.Errorf(fnhook.EUNAUTHORIZED, "%s", msg)
+	return fnhook.Errorf(fnhook.CodeUnauthorized, "%s", msg)
 }
 
 // authenticate finds the request's principal from its bearer token; no token, an unknown
@@ -69,7 +69,7 @@ func (au authenticator) check(c echo.Context, tok string) (principal, error) {
 		return principal{}, unauthorized(c, "the token is not valid")
 	}
 	stored, err := au.store.GetToken(c.Request().Context(), parts[1], parts[2])
-	if fnhook.ErrorCode(err) == fnhook.ENOTFOUND {
+	if fnhook.ErrorCode(err) == fnhook.CodeNotFound {
 		return principal{}, unauthorized(c, "the token is not valid (unknown or revoked)")
 	}
 	if err != nil {
@@ -100,7 +100,7 @@ func principalOf(c echo.Context) principal {
 func adminOnly(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if !principalOf(c).admin {
-			return fnhook.Errorf(fnhook.EFORBIDDEN, "this route needs the admin key")
+			return fnhook.Errorf(fnhook.CodeForbidden, "this route needs the admin key")
 		}
 		return next(c)
 	}
@@ -111,7 +111,7 @@ func tenantOnly(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		p := principalOf(c)
 		if !p.admin && p.tenant != c.Param("tenant") {
-			return fnhook.Errorf(fnhook.EFORBIDDEN, "this token belongs to tenant %q and cannot act on tenant %q", p.tenant, c.Param("tenant"))
+			return fnhook.Errorf(fnhook.CodeForbidden, "this token belongs to tenant %q and cannot act on tenant %q", p.tenant, c.Param("tenant"))
 		}
 		return next(c)
 	}

@@ -32,7 +32,7 @@ func decodeBody(c echo.Context, limit int64, v any, emptyOK bool) error {
 		if errors.As(err, &mbe) {
 			return decodeError(err, v, limit)
 		}
-		return fnhook.Errorf(fnhook.EINVALID, "the body must hold one JSON object and nothing after it")
+		return fnhook.Errorf(fnhook.CodeInvalid, "the body must hold one JSON object and nothing after it")
 	}
 	return nil
 }
@@ -43,20 +43,20 @@ func decodeError(err error, v any, limit int64) error {
 	var typ *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &mbe):
-		return fnhook.Errorf(fnhook.ETOOLARGE, "the request body is larger than %d bytes", limit)
+		return fnhook.Errorf(fnhook.CodeTooLarge, "the request body is larger than %d bytes", limit)
 	case errors.Is(err, io.EOF):
-		return fnhook.Errorf(fnhook.EINVALID, "the request body is empty; send a JSON object")
+		return fnhook.Errorf(fnhook.CodeInvalid, "the request body is empty; send a JSON object")
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		return fnhook.Errorf(fnhook.EINVALID, "the body is not valid JSON: it ends too early")
+		return fnhook.Errorf(fnhook.CodeInvalid, "the body is not valid JSON: it ends too early")
 	case errors.As(err, &syn):
-		return fnhook.Errorf(fnhook.EINVALID, "the body is not valid JSON at byte %d: %s", syn.Offset, strings.TrimPrefix(syn.Error(), "json: "))
+		return fnhook.Errorf(fnhook.CodeInvalid, "the body is not valid JSON at byte %d: %s", syn.Offset, strings.TrimPrefix(syn.Error(), "json: "))
 	case errors.As(err, &typ):
 		return typeError(typ, v)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		field := strings.TrimPrefix(err.Error(), "json: unknown field ")
-		return fnhook.Errorf(fnhook.EINVALID, "unknown field %s; allowed fields: %s", field, strings.Join(fieldNames(reflect.TypeOf(v)), ", "))
+		return fnhook.Errorf(fnhook.CodeInvalid, "unknown field %s; allowed fields: %s", field, strings.Join(fieldNames(reflect.TypeOf(v)), ", "))
 	default:
-		return fnhook.Errorf(fnhook.EINVALID, "the body is not valid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
+		return fnhook.Errorf(fnhook.CodeInvalid, "the body is not valid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
 	}
 }
 
@@ -67,18 +67,18 @@ func typeError(e *json.UnmarshalTypeError, v any) error {
 		got = "the number " + strings.TrimPrefix(got, "number ")
 	}
 	if e.Field == "" {
-		return fnhook.Errorf(fnhook.EINVALID, "the body must be a JSON object, not %s", article(got))
+		return fnhook.Errorf(fnhook.CodeInvalid, "the body must be a JSON object, not %s", article(got))
 	}
 	// A wrong value inside a map names the map's field and the element's type.
 	if ft, ok := fieldType(reflect.TypeOf(v), e.Field); ok && ft.Kind() == reflect.Map && e.Type.Kind() != reflect.Map {
-		return fnhook.Errorf(fnhook.EINVALID, "field %s must be an object whose values are %s; one value is %s",
+		return fnhook.Errorf(fnhook.CodeInvalid, "field %s must be an object whose values are %s; one value is %s",
 			e.Field, plural(e.Type), article(got))
 	}
 	want := jsonType(e.Type)
 	if e.Type.Kind() == reflect.Int && strings.HasPrefix(e.Value, "number") {
-		return fnhook.Errorf(fnhook.EINVALID, "field %s must be a whole number in range, not %s", e.Field, got)
+		return fnhook.Errorf(fnhook.CodeInvalid, "field %s must be a whole number in range, not %s", e.Field, got)
 	}
-	return fnhook.Errorf(fnhook.EINVALID, "field %s must be %s, not %s", e.Field, want, article(got))
+	return fnhook.Errorf(fnhook.CodeInvalid, "field %s must be %s, not %s", e.Field, want, article(got))
 }
 
 func jsonType(t reflect.Type) string {

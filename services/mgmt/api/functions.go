@@ -41,7 +41,7 @@ func functionParams(c echo.Context) (tenant, name string, err error) {
 	}
 	name = c.Param("name")
 	if !fnhook.NamePattern.MatchString(name) {
-		return "", "", fnhook.Errorf(fnhook.EINVALID, "function name %q is invalid: use 1 to 63 lowercase letters, digits and dashes, starting with a letter or digit", name)
+		return "", "", fnhook.Errorf(fnhook.CodeInvalid, "function name %q is invalid: use 1 to 63 lowercase letters, digits and dashes, starting with a letter or digit", name)
 	}
 	return tenant, name, nil
 }
@@ -55,7 +55,7 @@ func ifMatch(c echo.Context) (version int, given bool, err error) {
 	v := strings.Trim(strings.TrimPrefix(h, "W/"), `"`)
 	n, perr := strconv.Atoi(v)
 	if perr != nil || n < 1 {
-		return 0, true, fnhook.Errorf(fnhook.EINVALID, "If-Match must be a function version such as 3 (got %.40q)", h)
+		return 0, true, fnhook.Errorf(fnhook.CodeInvalid, "If-Match must be a function version such as 3 (got %.40q)", h)
 	}
 	return n, true, nil
 }
@@ -65,40 +65,40 @@ func etag(version int) string { return `"` + strconv.Itoa(version) + `"` }
 // validate checks b against the tenant's limits and returns the function's timeout.
 func validate(b functionBody, l fnhook.Limits) (timeoutMs int, err error) {
 	if b.Code == nil {
-		return 0, fnhook.Errorf(fnhook.EINVALID, "field code is required: the function's JavaScript source")
+		return 0, fnhook.Errorf(fnhook.CodeInvalid, "field code is required: the function's JavaScript source")
 	}
 	if strings.TrimSpace(*b.Code) == "" {
-		return 0, fnhook.Errorf(fnhook.EINVALID, "field code must not be empty")
+		return 0, fnhook.Errorf(fnhook.CodeInvalid, "field code must not be empty")
 	}
 	if len(*b.Code) > l.MaxCodeBytes {
-		return 0, fnhook.Errorf(fnhook.ETOOLARGE, "code is %d bytes; the tenant's limit is %d bytes (maxCodeBytes)", len(*b.Code), l.MaxCodeBytes)
+		return 0, fnhook.Errorf(fnhook.CodeTooLarge, "code is %d bytes; the tenant's limit is %d bytes (maxCodeBytes)", len(*b.Code), l.MaxCodeBytes)
 	}
 	if len(b.Dependencies) > l.MaxDependencies {
-		return 0, fnhook.Errorf(fnhook.EINVALID, "%d dependencies; the tenant's limit is %d (maxDependencies)", len(b.Dependencies), l.MaxDependencies)
+		return 0, fnhook.Errorf(fnhook.CodeInvalid, "%d dependencies; the tenant's limit is %d (maxDependencies)", len(b.Dependencies), l.MaxDependencies)
 	}
 	for _, name := range sortedKeys(b.Dependencies) {
 		if err := resolver.ValidateName(name); err != nil {
-			return 0, fnhook.Errorf(fnhook.EINVALID, "%s", err)
+			return 0, fnhook.Errorf(fnhook.CodeInvalid, "%s", err)
 		}
 		if err := resolver.ValidateSpec(name, b.Dependencies[name]); err != nil {
-			return 0, fnhook.Errorf(fnhook.EINVALID, "%s", err)
+			return 0, fnhook.Errorf(fnhook.CodeInvalid, "%s", err)
 		}
 	}
 	size := 0
 	for _, k := range sortedKeys(b.Configuration) {
 		if !configKeyPattern.MatchString(k) {
-			return 0, fnhook.Errorf(fnhook.EINVALID, "configuration key %.80q is invalid: use letters, digits and _, not starting with a digit, at most 128 characters", k)
+			return 0, fnhook.Errorf(fnhook.CodeInvalid, "configuration key %.80q is invalid: use letters, digits and _, not starting with a digit, at most 128 characters", k)
 		}
 		size += len(k) + len(b.Configuration[k])
 	}
 	if size > l.MaxConfigBytes {
-		return 0, fnhook.Errorf(fnhook.ETOOLARGE, "configuration is %d bytes (keys and values); the tenant's limit is %d bytes (maxConfigBytes)", size, l.MaxConfigBytes)
+		return 0, fnhook.Errorf(fnhook.CodeTooLarge, "configuration is %d bytes (keys and values); the tenant's limit is %d bytes (maxConfigBytes)", size, l.MaxConfigBytes)
 	}
 	timeoutMs = min(defaultTimeoutMs, l.MaxTimeoutMs)
 	if b.TimeoutMs != nil {
 		timeoutMs = *b.TimeoutMs
 		if timeoutMs < 1 || timeoutMs > l.MaxTimeoutMs {
-			return 0, fnhook.Errorf(fnhook.EINVALID, "timeoutMs must be between 1 and %d (the tenant's maxTimeoutMs), not %d", l.MaxTimeoutMs, timeoutMs)
+			return 0, fnhook.Errorf(fnhook.CodeInvalid, "timeoutMs must be between 1 and %d (the tenant's maxTimeoutMs), not %d", l.MaxTimeoutMs, timeoutMs)
 		}
 	}
 	return timeoutMs, nil
@@ -160,14 +160,14 @@ func (a *API) putFunction(c echo.Context) error {
 
 	cur, err := a.store.GetFunction(ctx, tenant, name)
 	exists := err == nil
-	if err != nil && fnhook.ErrorCode(err) != fnhook.ENOTFOUND {
+	if err != nil && fnhook.ErrorCode(err) != fnhook.CodeNotFound {
 		return err
 	}
 	switch {
 	case conditional && !exists:
-		return fnhook.Errorf(fnhook.EPRECONDITION, "function %q does not exist, so it cannot be at version %d (If-Match)", name, want)
+		return fnhook.Errorf(fnhook.CodePreconditionFailed, "function %q does not exist, so it cannot be at version %d (If-Match)", name, want)
 	case conditional && cur.Version != want:
-		return fnhook.Errorf(fnhook.EPRECONDITION, "function %q is at version %d, not %d (If-Match)", name, cur.Version, want)
+		return fnhook.Errorf(fnhook.CodePreconditionFailed, "function %q is at version %d, not %d (If-Match)", name, cur.Version, want)
 	}
 	if !exists {
 		n, err := a.store.CountFunctions(ctx, tenant)
@@ -175,7 +175,7 @@ func (a *API) putFunction(c echo.Context) error {
 			return err
 		}
 		if n >= limits.MaxFunctions {
-			return fnhook.Errorf(fnhook.EQUOTA, "tenant %q already has %d functions, its limit (maxFunctions); delete one first", tenant, n)
+			return fnhook.Errorf(fnhook.CodeOverQuota, "tenant %q already has %d functions, its limit (maxFunctions); delete one first", tenant, n)
 		}
 	}
 
@@ -213,11 +213,11 @@ func (a *API) putFunction(c echo.Context) error {
 		status = http.StatusCreated
 		f.Version, err = a.store.CreateFunction(ctx, f)
 	}
-	if fnhook.ErrorCode(err) == fnhook.ECONFLICT {
+	if fnhook.ErrorCode(err) == fnhook.CodeConflict {
 		if conditional {
-			return fnhook.Errorf(fnhook.EPRECONDITION, "function %q changed while this update was processed; it is no longer at version %d (If-Match)", name, want)
+			return fnhook.Errorf(fnhook.CodePreconditionFailed, "function %q changed while this update was processed; it is no longer at version %d (If-Match)", name, want)
 		}
-		return fnhook.Errorf(fnhook.ECONFLICT, "function %q was changed by another request at the same time; read it and retry (send If-Match: <version> to make the update conditional)", name)
+		return fnhook.Errorf(fnhook.CodeConflict, "function %q was changed by another request at the same time; read it and retry (send If-Match: <version> to make the update conditional)", name)
 	}
 	if err != nil {
 		return err
@@ -264,13 +264,13 @@ func (a *API) listFunctions(c echo.Context) error {
 	if s := c.QueryParam("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > maxPage {
-			return fnhook.Errorf(fnhook.EINVALID, "limit must be a number from 1 to %d, not %.20q", maxPage, s)
+			return fnhook.Errorf(fnhook.CodeInvalid, "limit must be a number from 1 to %d, not %.20q", maxPage, s)
 		}
 		limit = n
 	}
 	after := c.QueryParam("after")
 	if after != "" && !fnhook.NamePattern.MatchString(after) {
-		return fnhook.Errorf(fnhook.EINVALID, "after must be a function name (the next value of the previous page), not %.80q", after)
+		return fnhook.Errorf(fnhook.CodeInvalid, "after must be a function name (the next value of the previous page), not %.80q", after)
 	}
 	ctx := c.Request().Context()
 	if _, err := a.store.GetTenant(ctx, tenant); err != nil {
@@ -310,14 +310,14 @@ func (a *API) deleteFunction(c echo.Context) error {
 		return err
 	}
 	if conditional && f.Version != want {
-		return fnhook.Errorf(fnhook.EPRECONDITION, "function %q is at version %d, not %d (If-Match)", name, f.Version, want)
+		return fnhook.Errorf(fnhook.CodePreconditionFailed, "function %q is at version %d, not %d (If-Match)", name, f.Version, want)
 	}
 	err = a.store.DeleteFunctionAt(ctx, tenant, name, f.Version)
-	if fnhook.ErrorCode(err) == fnhook.ECONFLICT {
+	if fnhook.ErrorCode(err) == fnhook.CodeConflict {
 		if conditional {
-			return fnhook.Errorf(fnhook.EPRECONDITION, "function %q changed while it was being deleted; it is no longer at version %d (If-Match)", name, want)
+			return fnhook.Errorf(fnhook.CodePreconditionFailed, "function %q changed while it was being deleted; it is no longer at version %d (If-Match)", name, want)
 		}
-		return fnhook.Errorf(fnhook.ECONFLICT, "function %q was changed by another request at the same time; read it and retry", name)
+		return fnhook.Errorf(fnhook.CodeConflict, "function %q was changed by another request at the same time; read it and retry", name)
 	}
 	if err != nil {
 		return fmt.Errorf("delete function %s/%s: %w", tenant, name, err)

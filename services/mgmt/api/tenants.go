@@ -32,7 +32,7 @@ var limitBounds = []struct {
 func validateLimits(l fnhook.Limits) error {
 	for _, b := range limitBounds {
 		if v := b.get(&l); v != 0 && (v < b.min || v > b.max) {
-			return fnhook.Errorf(fnhook.EINVALID, "limits.%s must be between %d and %d (0 or absent: the platform default)", b.field, b.min, b.max)
+			return fnhook.Errorf(fnhook.CodeInvalid, "limits.%s must be between %d and %d (0 or absent: the platform default)", b.field, b.min, b.max)
 		}
 	}
 	return nil
@@ -55,7 +55,7 @@ func (a *API) view(t fnhook.Tenant) tenantView {
 func tenantParam(c echo.Context) (string, error) {
 	t := c.Param("tenant")
 	if !fnhook.NamePattern.MatchString(t) {
-		return "", fnhook.Errorf(fnhook.EINVALID, "tenant name %q is invalid: use 1 to 63 lowercase letters, digits and dashes, starting with a letter or digit", t)
+		return "", fnhook.Errorf(fnhook.CodeInvalid, "tenant name %q is invalid: use 1 to 63 lowercase letters, digits and dashes, starting with a letter or digit", t)
 	}
 	return t, nil
 }
@@ -77,7 +77,7 @@ func (a *API) putTenant(c echo.Context) error {
 	t, err := a.store.GetTenant(ctx, name)
 	status := http.StatusOK
 	switch {
-	case fnhook.ErrorCode(err) == fnhook.ENOTFOUND:
+	case fnhook.ErrorCode(err) == fnhook.CodeNotFound:
 		t, status = fnhook.Tenant{Name: name, CreatedAt: now}, http.StatusCreated
 	case err != nil:
 		return err
@@ -176,7 +176,7 @@ func (a *API) revokeToken(c echo.Context) error {
 	}
 	id := c.Param("id")
 	if !validTokenID(id) {
-		return fnhook.Errorf(fnhook.EINVALID, "token id %q is invalid: it is 32 lowercase hex digits", id)
+		return fnhook.Errorf(fnhook.CodeInvalid, "token id %q is invalid: it is 32 lowercase hex digits", id)
 	}
 	if err := a.store.DeleteToken(c.Request().Context(), name, id); err != nil {
 		return err

@@ -205,7 +205,7 @@ func (t *Tracker) settle(ctx context.Context, tenant, name string, version int, 
 			return f, nil
 		}
 		stored, err := t.finish(ctx, f, next, done)
-		if fnhook.ErrorCode(err) == fnhook.ECONFLICT {
+		if fnhook.ErrorCode(err) == fnhook.CodeConflict {
 			continue
 		}
 		return stored, err
@@ -311,7 +311,7 @@ func (t *Tracker) Converge(ctx context.Context) error {
 	}
 	var errs []error
 	for _, f := range fns {
-		if _, err := t.settle(ctx, f.Tenant, f.Name, f.Version, true); err != nil && fnhook.ErrorCode(err) != fnhook.ENOTFOUND {
+		if _, err := t.settle(ctx, f.Tenant, f.Name, f.Version, true); err != nil && fnhook.ErrorCode(err) != fnhook.CodeNotFound {
 			errs = append(errs, fmt.Errorf("%s/%s: %w", f.Tenant, f.Name, err))
 		}
 	}
@@ -352,7 +352,7 @@ func (t *Tracker) ModuleDone(ctx context.Context, ev fnhook.ModuleEvent, failed 
 func (t *Tracker) applyOutcome(ctx context.Context, w store.Waiter, key, why string, failed bool) error {
 	for range settleAttempts {
 		f, err := t.store.GetFunction(ctx, w.Tenant, w.Function)
-		if fnhook.ErrorCode(err) == fnhook.ENOTFOUND {
+		if fnhook.ErrorCode(err) == fnhook.CodeNotFound {
 			break
 		}
 		if err != nil {
@@ -373,7 +373,7 @@ func (t *Tracker) applyOutcome(ctx context.Context, w store.Waiter, key, why str
 			next.Status, next.Error = fnhook.StatusFailed, moduleError(key, why)
 		}
 		_, err = t.finish(ctx, f, next, []string{key})
-		if fnhook.ErrorCode(err) == fnhook.ECONFLICT {
+		if fnhook.ErrorCode(err) == fnhook.CodeConflict {
 			continue
 		}
 		return err

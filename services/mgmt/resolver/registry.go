@@ -18,9 +18,6 @@ import (
 	fnhook "github.com/fnhook/fnhook/libs"
 )
 
-// CodeUnresolvable is the error code of a dependency that names no package or no version.
-const CodeUnresolvable = "unresolvable_dependency"
-
 // Options bound the registry client; zero fields take the defaults in parentheses.
 type Options struct {
 	// Registry is the registry's base URL (https://registry.npmjs.org/).
@@ -134,7 +131,7 @@ func (r *Resolver) resolveOne(ctx context.Context, name, spec string) (string, e
 	}
 	v, err := Pick(meta, spec)
 	if err != nil {
-		return "", &fnhook.Error{Code: CodeUnresolvable, Status: http.StatusUnprocessableEntity,
+		return "", &fnhook.Error{Code: fnhook.CodeUnresolvableDependency,
 			Message: "cannot resolve dependency " + name + "@" + spec + ": " + strings.TrimSuffix(err.Error(), ": "+ErrNoMatch.Error())}
 	}
 	return v, nil
@@ -209,7 +206,7 @@ func (r *Resolver) fetch(ctx context.Context, name string) (Metadata, error) {
 	defer resp.Body.Close()
 	switch {
 	case resp.StatusCode == http.StatusNotFound:
-		return Metadata{}, &fnhook.Error{Code: CodeUnresolvable, Status: http.StatusUnprocessableEntity,
+		return Metadata{}, &fnhook.Error{Code: fnhook.CodeUnresolvableDependency,
 			Message: "cannot resolve dependency " + name + ": no such package in the npm registry"}
 	case resp.StatusCode != http.StatusOK:
 		return Metadata{}, unavailable(name, fmt.Errorf("registry answered %s", resp.Status))
@@ -219,7 +216,7 @@ func (r *Resolver) fetch(ctx context.Context, name string) (Metadata, error) {
 		return Metadata{}, unavailable(name, err)
 	}
 	if int64(len(body)) > r.maxBytes {
-		return Metadata{}, &fnhook.Error{Code: CodeUnresolvable, Status: http.StatusUnprocessableEntity,
+		return Metadata{}, &fnhook.Error{Code: fnhook.CodeUnresolvableDependency,
 			Message: fmt.Sprintf("cannot resolve dependency %s: its registry metadata is larger than %d MiB", name, r.maxBytes>>20)}
 	}
 	var m Metadata
@@ -237,5 +234,5 @@ func unavailable(name string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		msg = "the npm registry did not answer in time for " + name + "; retry later"
 	}
-	return &fnhook.Error{Code: fnhook.EUNAVAILABLE, Message: msg, Err: err}
+	return &fnhook.Error{Code: fnhook.CodeUnavailable, Message: msg, Err: err}
 }

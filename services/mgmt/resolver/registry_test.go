@@ -61,10 +61,10 @@ func TestRegistryClient(t *testing.T) {
 		deps         map[string]string
 		code, substr string
 	}{
-		{map[string]string{"nope": "1"}, CodeUnresolvable, "nope: no such package"},
-		{map[string]string{"dayjs": "^2"}, CodeUnresolvable, `no published version of dayjs satisfies "^2"`},
-		{map[string]string{"huge": "1"}, CodeUnresolvable, "larger than"},
-		{map[string]string{"broken": "1"}, fnhook.EUNAVAILABLE, "could not be reached"},
+		{map[string]string{"nope": "1"}, fnhook.CodeUnresolvableDependency, "nope: no such package"},
+		{map[string]string{"dayjs": "^2"}, fnhook.CodeUnresolvableDependency, `no published version of dayjs satisfies "^2"`},
+		{map[string]string{"huge": "1"}, fnhook.CodeUnresolvableDependency, "larger than"},
+		{map[string]string{"broken": "1"}, fnhook.CodeUnavailable, "could not be reached"},
 	}
 	for _, c := range cases {
 		_, err := r.Resolve(ctx, c.deps)

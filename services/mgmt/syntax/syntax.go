@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,9 +17,6 @@ import (
 
 	fnhook "github.com/fnhook/fnhook/libs"
 )
-
-// CodeSyntaxError is the error code of code node refuses to parse (422).
-const CodeSyntaxError = "syntax_error"
 
 // Module kinds, told apart from the code itself.
 const (
@@ -122,7 +118,7 @@ func (c *Checker) run(ctx context.Context, dir, file, code string) (string, erro
 	cmd.WaitDelay = 500 * time.Millisecond
 	err := cmd.Run()
 	if ctx.Err() != nil {
-		return "", &fnhook.Error{Code: fnhook.EUNAVAILABLE,
+		return "", &fnhook.Error{Code: fnhook.CodeUnavailable,
 			Message: fmt.Sprintf("the syntax check did not finish within %s; retry", c.timeout), Err: ctx.Err()}
 	}
 	var exit *exec.ExitError
@@ -175,7 +171,7 @@ func syntaxError(out, dir string) error {
 	}
 	text = strings.ReplaceAll(text, dir+string(filepath.Separator), "")
 	text = strings.ReplaceAll(text, dir, "")
-	return &fnhook.Error{Code: CodeSyntaxError, Status: http.StatusUnprocessableEntity, Message: text}
+	return &fnhook.Error{Code: fnhook.CodeSyntaxError, Message: text}
 }
 
 // limitedBuffer keeps the first max bytes written and drops the rest.

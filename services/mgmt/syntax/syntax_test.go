@@ -37,7 +37,7 @@ func TestCheck(t *testing.T) {
 				}
 				return
 			}
-			if fnhook.ErrorCode(err) != CodeSyntaxError || fnhook.StatusOf(err) != 422 {
+			if fnhook.ErrorCode(err) != fnhook.CodeSyntaxError || fnhook.StatusOf(err) != 422 {
 				t.Fatalf("Check = %v; want a 422 syntax_error", err)
 			}
 			msg := fnhook.ErrorMessage(err)
