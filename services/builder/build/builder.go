@@ -363,7 +363,7 @@ func (b *Builder) build(ctx context.Context, log *slog.Logger, m fnhook.Module) 
 		m.Status, m.SHA256, m.Size, m.BuiltAt = fnhook.ModuleReady, res.SHA256, res.Size, time.Now().UTC()
 	}
 	if err := b.store.FinishModuleClaim(ctx, m, b.cfg.Owner); err != nil {
-		if fnhook.ErrorCode(err) == fnhook.ECONFLICT {
+		if fnhook.ErrorCode(err) == fnhook.CodeConflict {
 			if m.Status == fnhook.ModuleReady {
 				log.Warn("claim lost after the upload; the other builder's record stands")
 			}
@@ -438,7 +438,7 @@ func (b *Builder) installAndUpload(ctx context.Context, log *slog.Logger, m fnho
 	}
 	// The object is shared: write it only while the claim is still ours.
 	if err := b.store.RenewModuleClaim(ctx, m.Name, m.Version, b.cfg.Owner, b.cfg.ClaimTTL); err != nil {
-		if fnhook.ErrorCode(err) == fnhook.ECONFLICT {
+		if fnhook.ErrorCode(err) == fnhook.CodeConflict {
 			return res, errLostClaim
 		}
 		return res, err
@@ -475,7 +475,7 @@ func (b *Builder) heartbeat(ctx context.Context, cancel context.CancelCauseFunc,
 			err := b.store.RenewModuleClaim(ctx, m.Name, m.Version, b.cfg.Owner, b.cfg.ClaimTTL)
 			switch {
 			case err == nil:
-			case fnhook.ErrorCode(err) == fnhook.ECONFLICT:
+			case fnhook.ErrorCode(err) == fnhook.CodeConflict:
 				cancel(errLostClaim)
 				return
 			case ctx.Err() == nil:
