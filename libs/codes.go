@@ -100,6 +100,8 @@ const (
 	CodeInvalidName       = "invalid_name"       // 400: a bad function name in a path
 	CodeInvalidHeader     = "invalid_header"     // 400: a bad X-Fnhook-Min-Version
 	CodeInvalidJSON       = "invalid_json"       // 400: a protocol body that is not JSON
+	CodeInvalidQuery      = "invalid_query"      // 400: a query parameter out of range
+	CodeInvalidCursor     = "invalid_cursor"     // 400: a log cursor beyond the newest line
 	CodeAborted           = "aborted"            // 400: the request was cut while read
 )
 
@@ -172,6 +174,8 @@ var codes = []CodeSpec{
 	{Code: CodeInvalidName, Status: http.StatusBadRequest},
 	{Code: CodeInvalidHeader, Status: http.StatusBadRequest},
 	{Code: CodeInvalidJSON, Status: http.StatusBadRequest},
+	{Code: CodeInvalidQuery, Status: http.StatusBadRequest},
+	{Code: CodeInvalidCursor, Status: http.StatusBadRequest},
 	{Code: CodeAborted, Status: http.StatusBadRequest},
 }
 
