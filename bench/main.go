@@ -1,7 +1,9 @@
 // Command bench is `make bench` (fnhook#7): it measures, in one run on this machine, a
 // plain Node server on the host (the floor), the same server in a bridge-mode Nomad exec
 // job (the bridge floor), and the same function through the fnhook gateway, warm and
-// cold, plus a node process per request and function create. It prints a Markdown table
+// cold, plus a node process per request and function create; then what many tenants cost
+// one node (fnhook#15): a runner's memory and start CPU, a burst of new tenants, and new
+// tenants each called twice. It prints a Markdown table
 // on stdout, writes the raw figures with ratios and target checks as JSON, and exits
 // non-zero when a measurement could not be made (a missed target is not a failure).
 // Configuration is FNHOOK_BENCH_* variables (see scripts/bench.sh and docs/performance.md).
@@ -16,10 +18,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/fnhook/fnhook/bench/load"
+	"github.com/fnhook/fnhook/bench/report"
 	"github.com/fnhook/fnhook/bench/scenario"
 	"github.com/fnhook/fnhook/libs/config"
 	"github.com/fnhook/fnhook/libs/logging"
@@ -33,6 +37,23 @@ import (
 var floorJS []byte
 
 func main() { server.Main(run) }
+
+// sections parses FNHOOK_BENCH_ONLY: a comma-separated list of report.Sections, or ""
+// (every section).
+func sections(v string) ([]string, error) {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if !slices.Contains(report.Sections, s) {
+			return nil, fmt.Errorf("FNHOOK_BENCH_ONLY: %q is not one of %s", s, strings.Join(report.Sections, ","))
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	env := config.New(getenv)
@@ -57,7 +78,18 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		SettleWait:          env.Duration("FNHOOK_BENCH_SETTLE_WAIT", 3*time.Minute),
 		NewModuleWait:       env.Duration("FNHOOK_BENCH_NEW_MODULE_WAIT", 3*time.Minute),
 		NewModuleCandidates: strings.Split(env.String("FNHOOK_BENCH_NEW_MODULES", "is-number,left-pad,is-odd,is-even,kind-of"), ","),
+		TenantsN:            env.Int("FNHOOK_BENCH_TENANTS_N", 200, 0, 10000),
+		TenantsTargetN:      env.Int("FNHOOK_BENCH_TENANTS_TARGET_N", 40, 0, 10000),
+		TenantsConcurrency:  env.Int("FNHOOK_BENCH_TENANTS_CONCURRENCY", 8, 1, 1024),
+		TenantsRoundLimit:   env.Duration("FNHOOK_BENCH_TENANTS_ROUND_LIMIT", 10*time.Minute),
+		BurstN:              env.Int("FNHOOK_BENCH_BURST_N", 40, 0, 1024),
+		RunnerStarts:        env.Int("FNHOOK_BENCH_RUNNER_STARTS", 8, 1, 64),
 	}
+	only, err := sections(env.String("FNHOOK_BENCH_ONLY", ""))
+	if err != nil {
+		return err
+	}
+	cfg.Only = only
 	switch w := env.String("FNHOOK_BENCH_WRK", "auto"); w {
 	case "auto":
 		cfg.Wrk = load.FindWrk()

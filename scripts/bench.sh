@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench` (fnhook#7): brings the suite up if it is not, then runs the benchmark program
-# in bench/ (floor, bridge floor, warm, cold, naive cold, function create), which prints a
-# Markdown table and writes bench/results/latest.json. Exits non-zero when the bench itself
+# in bench/ (floor, bridge floor, warm, cold, naive cold, function create; then, fnhook#15,
+# runner memory and start CPU, a burst of new tenants, many tenants each called twice), which
+# prints Markdown tables and writes bench/results/latest.json. Exits non-zero when the bench itself
 # fails, not when a target is missed. Knobs: FNHOOK_BENCH_* (docs/performance.md).
 source "$(dirname "$0")/common.sh"
 
@@ -22,8 +23,8 @@ fi
 # The admin key: the bench gets it through its environment, never on a command line.
 FNHOOK_ADMIN_KEY=$(sed -n 's/^FNHOOK_ADMIN_KEY=//p' "$FNHOOK_STATE/secrets.env")
 [ -n "$FNHOOK_ADMIN_KEY" ] || die "FNHOOK_ADMIN_KEY is not in $FNHOOK_STATE/secrets.env"
-# The bench runs its bridge-floor job on Nomad as the operator: the management token, also
-# through the environment only.
+# The bench runs its bridge-floor job on Nomad as the operator and reads the runners'
+# allocations (namespace "*"): the management token, also through the environment only.
 NOMAD_TOKEN=$(sed -n 's/^NOMAD_TOKEN=//p' "$FNHOOK_STATE/secrets.env")
 export FNHOOK_ADMIN_KEY NOMAD_TOKEN FNHOOK_BENCH_GATEWAY=$gateway
 export FNHOOK_MODULES_DIR=${FNHOOK_MODULES_DIR:-$FNHOOK_STATE/modules}

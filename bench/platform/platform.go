@@ -133,10 +133,15 @@ func (c *Client) WaitSettled(ctx context.Context, tenant, name string, every tim
 
 // Call is the outcome of one run through the gateway.
 type Call struct {
-	Status  int
-	Cold    bool
-	Latency time.Duration
-	Body    []byte
+	Status int
+	// Code is the error code of an answer other than 2xx that carries a JSON error
+	// ({"error":{"code":...}}), else "".
+	Code string
+	// RetryAfter is the answer's Retry-After header.
+	RetryAfter string
+	Cold       bool
+	Latency    time.Duration
+	Body       []byte
 }
 
 // Run calls a function with GET through the gateway and times it up to the last byte of
@@ -157,7 +162,26 @@ func (c *Client) Run(ctx context.Context, tenant, function string) (Call, error)
 	if err != nil {
 		return Call{}, fmt.Errorf("run %s/%s: read answer: %w", tenant, function, err)
 	}
-	return Call{Status: resp.StatusCode, Cold: resp.Header.Get("x-fnhook-cold") == "1", Latency: lat, Body: body}, nil
+	call := Call{Status: resp.StatusCode, RetryAfter: resp.Header.Get("Retry-After"),
+		Cold: resp.Header.Get("x-fnhook-cold") == "1", Latency: lat, Body: body}
+	if call.Status >= 300 {
+		call.Code = ErrorCode(body)
+	}
+	return call, nil
+}
+
+// ErrorCode is the code of a JSON error answer ({"error":{"code":"no_capacity",...}}), or
+// "" when body is not one.
+func ErrorCode(body []byte) string {
+	var eb struct {
+		Error struct {
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &eb) != nil {
+		return ""
+	}
+	return eb.Error.Code
 }
 
 // Pool is the warm pool of one handler, from its gauges.

@@ -83,6 +83,7 @@ func fake(t *testing.T) *httptest.Server {
 			w.Header().Set("x-fnhook-cold", "1")
 			w.Write([]byte(`{"ok":true}`))
 		case r.URL.Path == "/run/acme/broken":
+			w.Header().Set("Retry-After", "1")
 			w.WriteHeader(http.StatusServiceUnavailable)
 			w.Write([]byte(`{"error":{"code":"no_capacity","message":"no runner"}}`))
 		default:
@@ -121,7 +122,7 @@ func TestClient(t *testing.T) {
 		t.Fatalf("Run = %+v, %v", call, err)
 	}
 	call, err = c.Run(ctx, "acme", "broken")
-	if err != nil || call.Status != 503 || call.Cold {
+	if err != nil || call.Status != 503 || call.Cold || call.Code != "no_capacity" || call.RetryAfter != "1" {
 		t.Fatalf("Run broken = %+v, %v", call, err)
 	}
 
@@ -144,6 +145,21 @@ func TestClient(t *testing.T) {
 				t.Fatalf("err = %v, want status %d code %q", err, tt.status, tt.code)
 			}
 		})
+	}
+}
+
+func TestErrorCode(t *testing.T) {
+	tests := []struct{ body, want string }{
+		{`{"error":{"code":"no_capacity","message":"no runner"}}`, "no_capacity"},
+		{`{"error":{"message":"no code"}}`, ""},
+		{`{"ok":true}`, ""},
+		{`<html>Bad Gateway</html>`, ""},
+		{``, ""},
+	}
+	for _, tt := range tests {
+		if got := ErrorCode([]byte(tt.body)); got != tt.want {
+			t.Errorf("ErrorCode(%q) = %q, want %q", tt.body, got, tt.want)
+		}
 	}
 }
 

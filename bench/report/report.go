@@ -3,6 +3,8 @@
 package report
 
 import (
+	"fmt"
+	"slices"
 	"time"
 
 	"github.com/fnhook/fnhook/bench/stats"
@@ -36,6 +38,14 @@ type Results struct {
 	// Create is PUT-to-ready of functions.
 	Create Create `json:"create"`
 
+	// Runners is what one runner costs: memory (PSS) and start CPU.
+	Runners *Runners `json:"runners,omitempty"`
+	// Burst is new tenants whose first calls are sent all at once.
+	Burst *Burst `json:"burst,omitempty"`
+	// Tenants is the runs of "tenants served by one node": the issue's target run (40
+	// tenants) and the larger one.
+	Tenants []Tenants `json:"tenants,omitempty"`
+
 	Ratios  Ratios  `json:"ratios"`
 	Targets []Check `json:"targets"`
 }
@@ -57,6 +67,37 @@ type Settings struct {
 	NaiveN      int     `json:"naiveN"`
 	CreateN     int     `json:"createN"`
 	Gateway     string  `json:"gateway"`
+	// Only lists the sections run when not all were (FNHOOK_BENCH_ONLY).
+	Only []string `json:"only,omitempty"`
+	// TenantsN, TenantsTargetN and TenantsConcurrency are the tenant runs; BurstN the
+	// burst; RunnerStarts the runner starts the start CPU is measured over.
+	TenantsN           int `json:"tenantsN"`
+	TenantsTargetN     int `json:"tenantsTargetN"`
+	TenantsConcurrency int `json:"tenantsConcurrency"`
+	BurstN             int `json:"burstN"`
+	RunnerStarts       int `json:"runnerStarts"`
+}
+
+// Sections of a run, the names FNHOOK_BENCH_ONLY takes.
+const (
+	SectionFloor   = "floor"
+	SectionBridge  = "bridge"
+	SectionWarm    = "warm"
+	SectionCold    = "cold"
+	SectionNaive   = "naive"
+	SectionCreate  = "create"
+	SectionRunner  = "runner"
+	SectionBurst   = "burst"
+	SectionTenants = "tenants"
+)
+
+// Sections lists every section in the order a run measures them.
+var Sections = []string{SectionFloor, SectionBridge, SectionWarm, SectionCold, SectionNaive, SectionCreate,
+	SectionRunner, SectionBurst, SectionTenants}
+
+// Ran reports whether the run measured section.
+func (r *Results) Ran(section string) bool {
+	return len(r.Settings.Only) == 0 || slices.Contains(r.Settings.Only, section)
 }
 
 // Load is one load-generator measurement of a server.
@@ -140,6 +181,18 @@ func (r *Results) Failed() []string {
 	add("create", r.Create.Error)
 	if r.Create.NewModule != nil {
 		add("create (new module)", r.Create.NewModule.Error)
+	}
+	if r.Runners != nil {
+		add("runners", r.Runners.Error)
+		if r.Runners.Start != nil {
+			add("runner start CPU", r.Runners.Start.Error)
+		}
+	}
+	if r.Burst != nil {
+		add("burst", r.Burst.Error)
+	}
+	for _, t := range r.Tenants {
+		add(fmt.Sprintf("tenants (%d)", t.N), t.Error)
 	}
 	return out
 }

@@ -161,9 +161,14 @@ func (b *Bench) coldOne(ctx context.Context, nc *nomad.Client, k *coldKind, i in
 }
 
 // waitQuiet waits until the pool has an idle runner and none starting, and no Nomad
-// allocation is stopping.
+// allocation is stopping, for up to FNHOOK_BENCH_POOL_WAIT.
 func (b *Bench) waitQuiet(ctx context.Context, nc *nomad.Client) error {
-	deadline := time.Now().Add(b.cfg.PoolWait)
+	return b.waitQuietFor(ctx, nc, b.cfg.PoolWait)
+}
+
+// waitQuietFor is waitQuiet for up to limit.
+func (b *Bench) waitQuietFor(ctx context.Context, nc *nomad.Client, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
 	var why string
 	for {
 		p, err := b.api.Pool(ctx)
@@ -179,7 +184,7 @@ func (b *Bench) waitQuiet(ctx context.Context, nc *nomad.Client) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("after %s: %s", b.cfg.PoolWait, why)
+			return fmt.Errorf("after %s: %s", limit.Round(time.Second), why)
 		}
 		select {
 		case <-ctx.Done():

@@ -1,6 +1,7 @@
 // Package scenario runs the measurements of `make bench` against the real platform, in a
 // fixed order, and gathers them into a report.Results: the floors, warm load, cold calls,
-// naive cold and function create.
+// naive cold, function create, then what many tenants cost one node (runner memory and
+// start CPU, a burst of new tenants, tenants each called twice).
 package scenario
 
 import (
@@ -22,6 +23,7 @@ import (
 
 	"github.com/fnhook/fnhook/bench/load"
 	"github.com/fnhook/fnhook/bench/platform"
+	"github.com/fnhook/fnhook/bench/proc"
 	"github.com/fnhook/fnhook/bench/report"
 	fnhook "github.com/fnhook/fnhook/libs"
 )
@@ -64,6 +66,17 @@ type Config struct {
 	// NewModuleCandidates are npm packages whose versions are tried, in order, for the
 	// create of a function that needs a module nobody built.
 	NewModuleCandidates []string
+
+	// TenantsN and TenantsTargetN are the tenant runs (0 skips one): new tenants each
+	// called twice, TenantsConcurrency at a time; the target run is the issue's check.
+	TenantsN, TenantsTargetN int
+	TenantsConcurrency       int
+	// TenantsRoundLimit bounds a round: calls not started by then are not sent.
+	TenantsRoundLimit time.Duration
+	BurstN            int // new tenants whose first calls are sent at once (0: skip)
+	RunnerStarts      int // runner starts the start CPU is measured over
+	// Only lists the sections to run (report.Sections); empty runs all.
+	Only []string
 }
 
 // Bench is one run.
@@ -72,7 +85,8 @@ type Bench struct {
 	log    *slog.Logger
 	api    *platform.Client
 	prefix string
-	dir    string // temp dir holding floor.js
+	dir    string  // temp dir holding floor.js
+	proc   proc.FS // this host's /proc, where the runners' processes are read
 
 	mu      sync.Mutex
 	tenants map[string]bool // created and not deleted yet
@@ -97,6 +111,7 @@ func New(cfg Config, log *slog.Logger) (*Bench, error) {
 		cfg: cfg, log: log,
 		api:     platform.New(cfg.Gateway, cfg.AdminKey, cfg.HandlerMetrics),
 		prefix:  "bench-" + hex.EncodeToString(b[:]),
+		proc:    proc.HostFS(),
 		dir:     dir,
 		tenants: map[string]bool{},
 	}, nil
@@ -113,6 +128,8 @@ func (b *Bench) Run(ctx context.Context) (report.Results, error) {
 		Settings: report.Settings{
 			Concurrency: b.cfg.Concurrency, WarmupS: b.cfg.Warmup.Seconds(), DurationS: b.cfg.Duration.Seconds(),
 			ColdN: b.cfg.ColdN, NaiveN: b.cfg.NaiveN, CreateN: b.cfg.CreateN, Gateway: b.cfg.Gateway,
+			Only: b.cfg.Only, TenantsN: b.cfg.TenantsN, TenantsTargetN: b.cfg.TenantsTargetN,
+			TenantsConcurrency: b.cfg.TenantsConcurrency, BurstN: b.cfg.BurstN, RunnerStarts: b.cfg.RunnerStarts,
 		},
 	}
 	if err := b.preflight(ctx); err != nil {
@@ -120,24 +137,67 @@ func (b *Bench) Run(ctx context.Context) (report.Results, error) {
 	}
 	defer b.cleanup(ctx)
 
-	b.log.Info("floor: node on the host")
-	r.Floor = b.floor(ctx)
-	b.log.Info("bridge floor: node in a bridge-mode exec job")
-	r.BridgeFloor = b.bridgeFloor(ctx)
-	b.log.Info("warm: through the gateway")
-	r.Warm = b.warm(ctx)
-	b.log.Info("cold: fresh tenants", "n", b.cfg.ColdN, "no_deps_n", b.cfg.ColdNoDepsN)
-	r.Cold, r.RequireModule, r.RequireMs = b.cold(ctx)
-	b.log.Info("naive cold: node per request", "n", b.cfg.NaiveN)
-	r.Naive = b.naive(ctx)
-	b.log.Info("function create", "n", b.cfg.CreateN)
-	r.Create = b.create(ctx)
+	if r.Ran(report.SectionFloor) {
+		b.log.Info("floor: node on the host")
+		r.Floor = b.floor(ctx)
+	}
+	if r.Ran(report.SectionBridge) {
+		b.log.Info("bridge floor: node in a bridge-mode exec job")
+		r.BridgeFloor = b.bridgeFloor(ctx)
+	}
+	if r.Ran(report.SectionWarm) {
+		b.log.Info("warm: through the gateway")
+		r.Warm = b.warm(ctx)
+	}
+	if r.Ran(report.SectionCold) {
+		b.log.Info("cold: fresh tenants", "n", b.cfg.ColdN, "no_deps_n", b.cfg.ColdNoDepsN)
+		r.Cold, r.RequireModule, r.RequireMs = b.cold(ctx)
+	}
+	if r.Ran(report.SectionNaive) {
+		b.log.Info("naive cold: node per request", "n", b.cfg.NaiveN)
+		r.Naive = b.naive(ctx)
+	}
+	if r.Ran(report.SectionCreate) {
+		b.log.Info("function create", "n", b.cfg.CreateN)
+		r.Create = b.create(ctx)
+	}
+	b.manyTenants(ctx, &r)
 	if err := ctx.Err(); err != nil {
 		return r, fmt.Errorf("bench interrupted: %w", err)
 	}
 	r.Seconds = time.Since(start).Seconds()
 	r.Compute()
 	return r, nil
+}
+
+// manyTenants measures what many tenants cost one node (fnhook#15): a runner's memory
+// and start CPU, a burst of new tenants, and the tenant runs. They come last: each starts
+// many runners, which would disturb the measurements above.
+func (b *Bench) manyTenants(ctx context.Context, r *report.Results) {
+	nc, err := nomadClient(b.cfg.NomadAddr)
+	if err != nil {
+		b.log.Warn("no Nomad client: no waiting for Nomad to be quiet, no runner start CPU", "err", err)
+		nc = nil
+	}
+	if r.Ran(report.SectionRunner) && ctx.Err() == nil {
+		b.log.Info("runner cost: memory and start CPU", "starts", b.cfg.RunnerStarts)
+		r.Runners = b.runnerCost(ctx, nc)
+	}
+	if r.Ran(report.SectionBurst) && b.cfg.BurstN > 0 && ctx.Err() == nil {
+		b.log.Info("burst: new tenants all at once", "n", b.cfg.BurstN)
+		r.Burst = b.burst(ctx, nc, b.cfg.BurstN)
+	}
+	if !r.Ran(report.SectionTenants) {
+		return
+	}
+	if n := b.cfg.TenantsTargetN; n > 0 && ctx.Err() == nil {
+		b.log.Info("tenants: the target run", "n", n, "concurrency", b.cfg.TenantsConcurrency)
+		r.Tenants = append(r.Tenants, b.tenantsRun(ctx, nc, n, b.cfg.TenantsConcurrency, true))
+	}
+	if n := b.cfg.TenantsN; n > 0 && ctx.Err() == nil {
+		b.log.Info("tenants: the large run", "n", n, "concurrency", b.cfg.TenantsConcurrency)
+		r.Tenants = append(r.Tenants, b.tenantsRun(ctx, nc, n, b.cfg.TenantsConcurrency, false))
+	}
 }
 
 // Close removes the temporary folder.
