@@ -7,17 +7,19 @@
 //                                          loadTimeoutMs} -> 200 | 422
 //   DELETE /_ctl/functions/{name}         unload -> 204 | 404
 //   GET    /_ctl/logs/{name}              {lines: [...]}
-//   POST   /_ctl/log                      {fn, level, msg}: add a line (the parent's notes)
+//   POST   /_ctl/log                      {fn, level, msg}: add a line to a function's ring
+//                                          buffer (the parent's notes; already in its stream)
 //   GET    /_ctl/ping                     liveness, answered by the event loop
-// argv: host.js <socketPath> <maxBodyBytes>. The environment is the one the parent built.
+// argv: host.js <socketPath> <maxBodyBytes> [<logFd>]. The environment is the one the parent built.
 // fd 3 is a pipe to the parent: "ready\n" is written once the socket listens, then it is closed.
+// <logFd> (4) is a pipe to the parent that carries every captured log line as JSON (capture.js).
 
 const fs = require('node:fs');
 const http = require('node:http');
 const querystring = require('node:querystring');
 const { randomUUID } = require('node:crypto');
 const { pathToFileURL } = require('node:url');
-const { Capture } = require('./capture');
+const { Capture, PipeSink } = require('./capture');
 const { describeLoadError } = require('./loader');
 const { HttpError, sendJson, sendError, sendHttpError, readBody, readJson } = require('./jsonhttp');
 
@@ -146,12 +148,13 @@ function writeResult(req, res, result, version) {
  * The host: loaded functions, the console capture and the socket server. One per process.
  */
 class Host {
-  constructor({ socketPath, maxBody }) {
+  /** `sink` receives every captured line (a PipeSink to the parent); none in unit use. */
+  constructor({ socketPath, maxBody, sink }) {
     this.socketPath = socketPath;
     this.maxBody = maxBody;
     /** @type {Map<string, Loaded>} */
     this.functions = new Map();
-    this.capture = new Capture();
+    this.capture = new Capture(sink);
     this.imports = 0; // makes each ES module load a fresh module instance
     this.inflight = 0;
     this.server = http.createServer((req, res) => this.route(req, res));
@@ -226,11 +229,12 @@ class Host {
     });
     let exported;
     try {
-      exported = await Promise.race([this.capture.run(name, () => this.evaluate(file, format)), deadline]);
+      const scope = { fn: name, version };
+      exported = await Promise.race([this.capture.run(scope, () => this.evaluate(file, format)), deadline]);
     } catch (err) {
       if (format === 'cjs') this.forget(file);
       if (err instanceof HttpError) throw err;
-      this.capture.emit(name, 'error', `load failed: ${stackOf(err)}`);
+      this.capture.emit({ fn: name, version }, 'error', `load failed: ${stackOf(err)}`);
       throw new HttpError(422, 'compile_error', describeLoadError(err, file));
     } finally {
       clearTimeout(timer);
@@ -292,10 +296,13 @@ class Host {
     this.capture.drop(name);
   }
 
-  /** POST /_ctl/log: records a line the parent wants the tenant to see (e.g. why it restarted). */
+  /**
+   * POST /_ctl/log: adds a line the parent wants the tenant to see (e.g. why it restarted) to
+   * the function's ring buffer; the parent put it into the stream itself.
+   */
   async onLog(req) {
     const { fn, level, msg } = await readJson(req, CONTROL_BODY_LIMIT);
-    this.capture.emit(fn, level, msg);
+    if (typeof fn === 'string') this.capture.note(fn, level, msg);
     return { status: 204 };
   }
 
@@ -326,7 +333,7 @@ class Host {
     if (fn.form === 3) {
       req.url = q < 0 ? rest : `${rest}?${search}`;
       res.setHeader('x-fnhook-version', String(fn.version));
-      this.capture.run(name, () => this.invokeHttp(fn, ctx, req, res));
+      this.capture.run({ fn: name, version: fn.version, requestId: ctx.requestId }, () => this.invokeHttp(fn, ctx, req, res));
       return;
     }
     readBody(req, this.maxBody).then(
@@ -337,7 +344,7 @@ class Host {
         } catch (err) {
           return sendHttpError(res, err);
         }
-        this.capture.run(name, () => this.invoke(fn, ctx, req, res));
+        this.capture.run({ fn: name, version: fn.version, requestId: ctx.requestId }, () => this.invoke(fn, ctx, req, res));
       },
       (err) => sendHttpError(res, err),
     );
@@ -353,7 +360,7 @@ class Host {
         writeResult(req, res, result, fn.version);
       } catch (err) {
         if (!(err instanceof InvalidResult)) throw err;
-        this.capture.emit(fn.name, 'error', `invalid result: ${err.message}`);
+        this.capture.emit(this.scopeOf(fn), 'error', `invalid result: ${err.message}`);
         sendError(res, 500, 'invalid_result', 'the function returned an invalid response');
       }
     };
@@ -386,9 +393,15 @@ class Host {
     }
   }
 
+  /** The capture scope of the call running now, or one for `fn` when outside it. */
+  scopeOf(fn) {
+    const scope = this.capture.current();
+    return scope && scope.fn === fn.name ? scope : { fn: fn.name, version: fn.version };
+  }
+
   /** Logs a function's failure to its own console and answers a safe 500. */
   fail(fn, res, err) {
-    this.capture.emit(fn.name, 'error', stackOf(err));
+    this.capture.emit(this.scopeOf(fn), 'error', stackOf(err));
     sendError(res, 500, 'function_error', 'the function failed', { 'x-fnhook-version': String(fn.version) });
   }
 
@@ -405,8 +418,10 @@ class Host {
 
 /** Starts the host from argv and tells the parent on fd 3 once it listens. */
 async function main() {
-  const [socketPath, maxBody] = process.argv.slice(2);
-  const host = new Host({ socketPath, maxBody: Number(maxBody) });
+  const [socketPath, maxBody, logFd] = process.argv.slice(2);
+  // Only a descriptor the parent says it passed: any other may be one of Node's own.
+  const sink = logFd ? new PipeSink(Number(logFd)) : undefined;
+  const host = new Host({ socketPath, maxBody: Number(maxBody), sink });
   host.capture.install(console);
   // Tenant code must not take the other functions down with a stray throw in a timer or an
   // unhandled rejection: record it on the function it came from and carry on.

@@ -7,6 +7,7 @@ const fs = require('node:fs');
 const http = require('node:http');
 const os = require('node:os');
 const path = require('node:path');
+const { LogBuffer } = require('./logbuffer');
 const { Protocol } = require('./protocol');
 const { Supervisor } = require('./supervisor');
 
@@ -42,16 +43,26 @@ function readConfig(env) {
     maxBody: intVar(env, 'FNHOOK_RUNNER_MAX_BODY', 6291456, 1),
     heapMb: intVar(env, 'FNHOOK_RUNNER_HEAP_MB', 256, 16),
     maxFunctions: intVar(env, 'FNHOOK_RUNNER_MAX_FUNCTIONS', 100, 1),
+    logLines: intVar(env, 'FNHOOK_RUNNER_LOG_LINES', 1000, 10),
+    logBytes: intVar(env, 'FNHOOK_RUNNER_LOG_BYTES', 1048576, 65536),
   };
 }
 
-/** Writes one JSON log line of the runner itself to stdout. */
-function log(level, msg, fields) {
-  process.stdout.write(JSON.stringify({ ts: new Date().toISOString(), level, msg, ...fields }) + '\n');
+/**
+ * The runner's own log: each line goes to the log stream as source "runner" (with the function
+ * and version when the fields name them), not to stdout, which Nomad need not collect.
+ */
+function runnerLog(logs) {
+  return (level, msg, fields = {}) => {
+    const { function: fn, version, ...attrs } = fields;
+    logs.add({ source: 'runner', level, msg, fn, version, attrs });
+  };
 }
 
 /** Starts the runner with `config`; resolves once it listens. */
 async function run(config) {
+  const logs = new LogBuffer({ maxLines: config.logLines, maxBytes: config.logBytes });
+  const log = runnerLog(logs);
   const homeDir = path.join(config.workDir, 'home');
   const functionsDir = path.join(config.workDir, 'functions');
   const socketPath = path.join(config.workDir, 'host.sock');
@@ -71,6 +82,7 @@ async function run(config) {
     env: { NODE_ENV: 'production', TZ: 'UTC', HOME: homeDir },
     cwd: homeDir,
     log,
+    logs,
   });
   const protocol = new Protocol({
     token: config.token,
@@ -80,6 +92,7 @@ async function run(config) {
     maxBody: config.maxBody,
     maxFunctions: config.maxFunctions,
     log,
+    logs,
   });
   supervisor.start(() => protocol.reload());
 
@@ -94,7 +107,11 @@ async function run(config) {
     server.once('error', reject);
     server.listen(config.port, config.host, resolve);
   });
-  log('info', 'listening', { port: server.address().port, host: config.host });
+  const listening = { port: server.address().port, host: config.host };
+  log('info', 'listening', listening);
+  // The one line on stdout besides fatal errors: whoever started the runner by hand (or with
+  // port 0, as the tests do) learns its port from it.
+  process.stdout.write(JSON.stringify({ ts: new Date().toISOString(), level: 'info', msg: 'listening', ...listening }) + '\n');
   await warmProtocol(server.address().port, config.token);
 
   let stopping = false;

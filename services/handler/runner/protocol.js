@@ -10,6 +10,7 @@
 //   DELETE /_fnhook/functions/{name}     unload
 //   ANY    /_fnhook/run/{name}[/...]     invoke
 //   GET    /_fnhook/logs/{name}          {"lines": [{ts, level, msg}]}
+//   GET    /_fnhook/logs?after=&wait=    the runner's log stream: {"lines": [{seq, ...}], next, missed, dropped}
 
 const crypto = require('node:crypto');
 const http = require('node:http');
@@ -35,10 +36,23 @@ const DEFAULT_TIMEOUT_MS = 10000;
 const MAX_TIMEOUT_MS = 2 ** 31 - 1; // setTimeout's limit
 /** How long an old version's folder outlives its replacement, beyond its own timeout. */
 const OLD_VERSION_GRACE_MS = 1000;
+/** Longest wait of a log stream read, in seconds (the Go client's timeout is 30 s). */
+const MAX_LOG_WAIT_S = 25;
+/** Default and largest number of lines in one log stream answer. */
+const DEFAULT_LOG_LIMIT = 500;
+const MAX_LOG_LIMIT = 1000;
+/** About the most bytes of lines in one log stream answer. */
+const LOG_ANSWER_BYTES = 1 << 20;
+/**
+ * How long a waiting log stream read lets new lines gather before it answers (unless `limit`
+ * of them are there): one read per ~100 ms for a chatty function rather than one per line.
+ */
+const LOG_LINGER_MS = 100;
 
 const RUN_PREFIX = '/_fnhook/run/';
 const FUNCTIONS_PREFIX = '/_fnhook/functions/';
 const LOGS_PREFIX = '/_fnhook/logs/';
+const LOG_STREAM = '/_fnhook/logs';
 
 // Request headers that stay between the caller and the runner. transfer-encoding is kept so
 // that a chunked body is framed the same way to the child.
@@ -127,8 +141,10 @@ class Protocol {
    * @param {number} options.maxBody        Largest run body, bytes.
    * @param {number} options.maxFunctions   Most functions loaded at once.
    * @param {Function} options.log          log(level, msg, fields).
+   * @param {import('./logbuffer').LogBuffer} options.logs  The log stream (timeouts and
+   *   restarts are added to it here).
    */
-  constructor({ token, supervisor, functionsDir, modulesDir, maxBody, maxFunctions, log }) {
+  constructor({ token, supervisor, functionsDir, modulesDir, maxBody, maxFunctions, log, logs }) {
     this.tokenDigest = digest(token);
     this.supervisor = supervisor;
     this.functionsDir = functionsDir;
@@ -136,6 +152,7 @@ class Protocol {
     this.maxBody = maxBody;
     this.maxFunctions = maxFunctions;
     this.log = log;
+    this.logs = logs;
     this.tenant = null;
     /** @type {Map<string, FunctionEntry>} */
     this.functions = new Map();
@@ -188,11 +205,15 @@ class Protocol {
       if (method === 'DELETE') return this.reply(res, this.unload(name));
       return this.notAllowed(res, 'PUT, DELETE');
     }
+    if (pathname === LOG_STREAM) {
+      if (method !== 'GET') return this.notAllowed(res, 'GET');
+      return this.stream(req, res, q < 0 ? '' : url.slice(q + 1));
+    }
     if (pathname.startsWith(LOGS_PREFIX)) {
       const name = pathname.slice(LOGS_PREFIX.length);
       if (!NAME.test(name)) return sendError(res, 400, 'invalid_name', 'invalid function name');
       if (method !== 'GET') return this.notAllowed(res, 'GET');
-      return this.reply(res, this.logs(name));
+      return this.reply(res, this.functionLogs(name));
     }
     discard(req);
     sendError(res, 404, 'not_found', 'no such endpoint');
@@ -370,11 +391,60 @@ class Protocol {
   }
 
   /** GET /_fnhook/logs/{name}: the function's last console lines, kept by the child. */
-  async logs(name) {
+  async functionLogs(name) {
     await this.supervisor.whenReady(READY_WAIT_MS);
     const answer = await this.supervisor.control('GET', `/_ctl/logs/${name}`, undefined, READY_WAIT_MS);
     if (answer.status !== 200 || !answer.body) throw new Error(`logs: child answered ${answer.status}`);
     return { status: 200, body: { lines: answer.body.lines } };
+  }
+
+  /**
+   * GET /_fnhook/logs?after=<seq>&wait=<s>&limit=<n>: the log stream's lines after `after`
+   * (0: from the oldest kept). With none there yet, waits up to `wait` seconds for one (a long
+   * poll; 0 answers at once); a waiting read answers once its first line is LOG_LINGER_MS old
+   * (or `limit` lines are there). Answers {lines, next, missed, dropped}: the next read passes
+   * `next` as `after`; `missed` lines in between are gone (evicted or dropped);
+   * `dropped` counts every line dropped before it was kept, since the runner started.
+   */
+  async stream(req, res, query) {
+    discard(req);
+    const params = new URLSearchParams(query);
+    const number = (name, fallback, min, max, integer = true) => {
+      const raw = params.get(name);
+      if (raw === null || raw === '') return fallback;
+      const value = Number(raw);
+      if (!Number.isFinite(value) || (integer && !Number.isSafeInteger(value)) || value < min || value > max) {
+        throw new HttpError(400, 'invalid_query', `${name} must be ${integer ? 'an integer' : 'a number'} from ${min} to ${max}`);
+      }
+      return value;
+    };
+    let after, wait, limit;
+    try {
+      after = number('after', 0, 0, Number.MAX_SAFE_INTEGER);
+      wait = number('wait', 0, 0, MAX_LOG_WAIT_S, false);
+      limit = number('limit', DEFAULT_LOG_LIMIT, 1, MAX_LOG_LIMIT);
+      if (after > this.logs.seq) {
+        throw new HttpError(400, 'invalid_cursor', `after is beyond the newest line (${this.logs.seq}): a cursor from another runner?`);
+      }
+    } catch (err) {
+      return sendHttpError(res, err);
+    }
+    if (wait > 0) {
+      const gone = new AbortController();
+      res.once('close', () => gone.abort());
+      await this.logs.wait(after, wait * 1000, gone.signal);
+      await this.logs.linger(after, LOG_LINGER_MS, Math.min(limit, this.logs.maxLines >> 1), gone.signal);
+      if (res.destroyed) return;
+    }
+    const { lines, next, missed } = this.logs.read(after, limit, LOG_ANSWER_BYTES);
+    const body = `{"lines":[${lines.join(',')}],"next":${next},"missed":${missed},"dropped":${this.logs.dropped}}`;
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  }
+
+  /** Adds a line of the runner about function `fn` to the log stream. */
+  report(fn, requestId, msg) {
+    this.logs.add({ source: 'runner', level: 'error', fn: fn.name, version: fn.version, requestId, msg });
   }
 
   /**
@@ -436,6 +506,7 @@ class Protocol {
     let timer = null;
     const onTimeout = () => {
       answered = true;
+      this.report(fn, req.headers['x-fnhook-request-id'], `the call timed out after ${fn.timeoutMs} ms (answered 504)`);
       sendError(res, 504, 'timeout', `the function did not answer within ${fn.timeoutMs} ms`, version);
       if (upstream) upstream.destroy();
       supervisor.checkAlive(`function ${name} timed out and its runtime stopped answering (a synchronous loop?)`, name);
@@ -503,6 +574,7 @@ class Protocol {
         }
         // The socket often reports a crash before the child's exit does: remember whom it hit.
         this.cutOff.set(name, Date.now());
+        this.report(fn, req.headers['x-fnhook-request-id'], 'the runtime crashed during the call (answered 502)');
         sendError(res, 502, 'function_crashed', 'the function runtime crashed; it is being restarted', version);
       });
       if (bodiless) {
@@ -536,16 +608,27 @@ class Protocol {
     else waitThenStart();
   }
 
-  /** Remembers, for each function the ended runtime was running, a line for its logs. */
+  /**
+   * Remembers, for each function the ended runtime was running, a line for its logs (written
+   * into the new child's ring buffers once it is up) and adds it to the log stream now.
+   */
   onRuntimeExit({ reason, culprit }) {
     const note = `the runtime restarted: ${reason}`;
     const recent = Date.now() - 2000;
+    const notes = new Map();
     for (const [name, at] of this.cutOff) {
-      if (at >= recent) this.notes.set(name, `${note} (while this function was running)`);
+      if (at >= recent) notes.set(name, `${note} (while this function was running)`);
     }
     this.cutOff.clear();
-    for (const name of this.running.keys()) this.notes.set(name, `${note} (while this function was running)`);
-    if (culprit) this.notes.set(culprit, note);
+    for (const name of this.running.keys()) notes.set(name, `${note} (while this function was running)`);
+    if (culprit) notes.set(culprit, note);
+    for (const [name, msg] of notes) this.note(name, msg);
+  }
+
+  /** A line for function `name`'s logs: into the stream now, into its ring buffer on reload. */
+  note(name, msg, version = this.functions.get(name)?.version) {
+    this.notes.set(name, msg);
+    this.logs.add({ source: 'runner', level: 'error', fn: name, version, msg });
   }
 
   /**
@@ -617,12 +700,13 @@ class Protocol {
     if (this.functions.get(fn.name) !== fn) return;
     this.functions.delete(fn.name);
     this.reloadCrashes.delete(fn.name);
-    this.notes.set(fn.name, `version ${fn.version} was unloaded: ${why}`);
+    this.note(fn.name, `version ${fn.version} was unloaded: ${why}`, fn.version);
     this.log('error', 'function unloaded after a runtime restart', { function: fn.name, version: fn.version, why });
   }
 
   /** Resolves when no protocol request is in flight, or after `ms`. */
   drain(ms) {
+    this.logs.close(); // long polls answer now rather than hold the shutdown
     if (this.inflight === 0) return Promise.resolve();
     return new Promise((resolve) => {
       const timer = setTimeout(resolve, ms);

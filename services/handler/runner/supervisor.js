@@ -10,6 +10,7 @@ const { EventEmitter } = require('node:events');
 const http = require('node:http');
 const path = require('node:path');
 const { HttpError } = require('./jsonhttp');
+const { collect } = require('./logbuffer');
 
 /** How long a child may take to answer a ping before it counts as wedged and is killed. */
 const PING_TIMEOUT_MS = 200;
@@ -72,9 +73,11 @@ class Supervisor extends EventEmitter {
    * @param {object} options.env         The child's whole environment.
    * @param {string} options.cwd         The child's working directory.
    * @param {Function} options.log       log(level, msg, fields) of the runner.
+   * @param {import('./logbuffer').LogBuffer} [options.logs]  Gets every child's output; without
+   *   it the child's stdout and stderr are the runner's and its log lines are not kept.
    * @param {string} [options.hostPath]  Entry of the child (host.js).
    */
-  constructor({ socketPath, heapMb, maxBody, env, cwd, log, hostPath = path.join(__dirname, 'host.js') }) {
+  constructor({ socketPath, heapMb, maxBody, env, cwd, log, logs, hostPath = path.join(__dirname, 'host.js') }) {
     super();
     this.socketPath = socketPath;
     this.heapMb = heapMb;
@@ -82,6 +85,7 @@ class Supervisor extends EventEmitter {
     this.env = env;
     this.cwd = cwd;
     this.log = log;
+    this.logs = logs || null;
     this.hostPath = hostPath;
     /** Keep-alive agent to the current child; replaced on every spawn. */
     this.agent = null;
@@ -132,17 +136,22 @@ class Supervisor extends EventEmitter {
   /** Spawns a child and wires its ready line and exit. */
   spawnChild() {
     this.restartTimer = null;
-    const args = [`--max-old-space-size=${this.heapMb}`, this.hostPath, this.socketPath, String(this.maxBody)];
+    const args = [`--max-old-space-size=${this.heapMb}`, this.hostPath, this.socketPath, String(this.maxBody), '4'];
     // stdin: a pipe never written, whose EOF tells the child the parent is gone.
-    // fd 3: the child's "ready" line. stdout/stderr: the runner's own (console JSON lines).
+    // fd 3: the child's "ready" line. fd 4: its captured log lines (JSON). stdout and stderr:
+    // raw output of tenant code and the runtime's fatal messages. All three go to the log
+    // stream (this.logs), never to the runner's own stdout.
     // detached: the child leads its own process group, so that killing the group also ends
     // whatever tenant code spawned (a spawn loop would otherwise leave orphans behind).
+    const out = this.logs ? 'pipe' : 'inherit';
     const child = spawn(process.execPath, args, {
       env: this.env,
       cwd: this.cwd,
-      stdio: ['pipe', 'inherit', 'inherit', 'pipe'],
+      stdio: ['pipe', out, out, 'pipe', 'pipe'],
       detached: true,
     });
+    if (this.logs) collect(this.logs, { pipe: child.stdio[4], stdout: child.stdout, stderr: child.stderr });
+    else child.stdio[4].resume();
     this.child = child;
     this.agent = new http.Agent({ keepAlive: true, maxFreeSockets: 1024, scheduling: 'lifo' });
     this.listening = false;

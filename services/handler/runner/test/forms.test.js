@@ -335,9 +335,16 @@ describe('function programming model', () => {
       assert.deepEqual([...new Set(lines.map((line) => line.level))].sort(), ['error', 'log', 'warn']);
       assert.ok(lines.every((line) => !Number.isNaN(Date.parse(line.ts))));
     }
-    const stdout = runner.lines.filter((line) => line.fn === 'log-a');
-    assert.equal(stdout.length, 30, 'each line also goes to the runner stdout as JSON');
-    assert.ok(stdout.every((line) => line.msg.startsWith('A ') && line.level && line.ts));
+    // The stream gets the lines through a pipe from the child: a moment after its ring buffers.
+    let streamed = [];
+    await waitFor(async () => {
+      streamed = (await runner.stream('limit=1000')).lines.filter((line) => line.fn === 'log-a' && line.source === 'function');
+      return streamed.length >= 30;
+    }, 3000, 'the lines in the log stream');
+    assert.equal(streamed.length, 30, 'each line is also in the runner log stream');
+    assert.ok(streamed.every((line) => line.msg.startsWith('A ') && line.level && line.ts && line.version === 1));
+    assert.equal(new Set(streamed.map((line) => line.requestId)).size, 10, 'one request id per call');
+    assert.ok(!runner.lines.some((line) => line.fn), 'tenant lines do not go to the runner stdout');
   });
 
   it('keeps the last 200 lines per function, each cut to 4 KiB', async () => {

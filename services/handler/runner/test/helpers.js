@@ -9,6 +9,7 @@ const http = require('node:http');
 const os = require('node:os');
 const path = require('node:path');
 const readline = require('node:readline');
+const assert = require('node:assert/strict');
 
 const MAIN = path.join(__dirname, '..', 'main.js');
 
@@ -89,7 +90,8 @@ async function startRunner({ env = {}, modulesDir } = {}) {
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const lines = [];
+  const lines = []; // the runner's stdout: its "listening" line, nothing else
+
   let stderr = '';
   child.stderr.on('data', (chunk) => (stderr += chunk));
   const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
@@ -142,6 +144,12 @@ async function startRunner({ env = {}, modulesDir } = {}) {
     async logs(name) {
       const res = await runner.call('GET', `/_fnhook/logs/${name}`);
       return res.json.lines;
+    },
+    /** Reads the log stream: {lines, next, missed, dropped}; `query` e.g. "after=3&wait=1". */
+    async stream(query = '') {
+      const res = await runner.call('GET', `/_fnhook/logs?${query}`);
+      assert.equal(res.status, 200, res.text);
+      return res.json;
     },
     /** SIGTERMs the runner, waits for it, and removes its files. */
     async stop() {

@@ -40,6 +40,7 @@ describe('runner protocol', () => {
         ['PUT', '/_fnhook/functions/hello'],
         ['GET', '/_fnhook/run/hello'],
         ['GET', '/_fnhook/logs/hello'],
+        ['GET', '/_fnhook/logs?after=0&wait=5'],
       ]) {
         const res = await runner.anonymous(method, path, { headers, body: method === 'GET' ? undefined : {} });
         assert.equal(res.status, 401, `${method} ${path} with ${authorization}`);
