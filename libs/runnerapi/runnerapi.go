@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -187,6 +188,109 @@ func (c *Client) Logs(ctx context.Context, r Runner, name string) ([]LogLine, er
 	}
 	err := c.do(ctx, http.MethodGet, r, "/_fnhook/logs/"+url.PathEscape(name), nil, &out)
 	return out.Lines, err
+}
+
+// Sources of a runner's log lines (LogEntry.Source).
+const (
+	// LogSourceFunction: console.* of tenant code, its uncaught errors and failed calls.
+	LogSourceFunction = "function"
+	// LogSourceStdout and LogSourceStderr: raw output of the process that runs tenant code
+	// (tenant code writing there, the runtime's own fatal messages such as out of memory).
+	LogSourceStdout = "stdout"
+	LogSourceStderr = "stderr"
+	// LogSourceRunner: the runner itself (timeouts, restarts, loads); trustworthy, unlike the
+	// others, whose fields tenant code can make up.
+	LogSourceRunner = "runner"
+)
+
+// MaxLogWait is the longest wait a runner accepts for LogsAfter; it stays below the default
+// client's 30 s timeout.
+const MaxLogWait = 25 * time.Second
+
+// LogEntry is one line of a runner's log stream (GET /_fnhook/logs).
+type LogEntry struct {
+	// Seq numbers the runner's lines from 1, in the order the runner got them; a gap is
+	// lines that were lost (see LogBatch.Missed).
+	Seq int64 `json:"seq"`
+	// TS is when the line was logged (RFC 3339 with milliseconds, UTC).
+	TS string `json:"ts"`
+	// Source is one of the LogSource constants.
+	Source string `json:"source"`
+	// Level is log, info, warn or error.
+	Level string `json:"level"`
+	// Function, Version and RequestID say which call logged the line, when known.
+	Function  string `json:"fn,omitempty"`
+	Version   int    `json:"version,omitempty"`
+	RequestID string `json:"requestId,omitempty"`
+	// Msg is the text, at most 4 KiB of UTF-8 (longer ones end in " [truncated]").
+	Msg string `json:"msg"`
+	// Attrs holds the fields of a runner line (e.g. a restart's reason).
+	Attrs map[string]any `json:"attrs,omitempty"`
+}
+
+// LogBatch is one answer of the log stream.
+type LogBatch struct {
+	// Lines are the lines after the cursor that was asked for, oldest first.
+	Lines []LogEntry `json:"lines"`
+	// Next is the cursor to pass to the next LogsAfter.
+	Next int64 `json:"next"`
+	// Missed counts lines between the cursor and Next that are gone: evicted from the
+	// runner's bounded buffer before they were read, or dropped before they got into it.
+	Missed int64 `json:"missed"`
+	// Dropped counts every line the runner dropped before buffering it, since it started.
+	Dropped int64 `json:"dropped"`
+}
+
+// LogsAfter reads the runner's log stream after cursor after (0: from the oldest line it
+// keeps). When there is nothing newer it waits up to wait (capped at MaxLogWait) for a line
+// and answers as soon as one comes; wait 0 answers at once. The runner answers an error with
+// code invalid_cursor when after is beyond its newest line (a cursor from another runner).
+func (c *Client) LogsAfter(ctx context.Context, r Runner, after int64, wait time.Duration) (LogBatch, error) {
+	wait = min(max(wait, 0), MaxLogWait)
+	path := fmt.Sprintf("/_fnhook/logs?after=%d&wait=%s", after, strconv.FormatFloat(wait.Seconds(), 'f', 3, 64))
+	var b LogBatch
+	err := c.do(ctx, http.MethodGet, r, path, nil, &b)
+	return b, err
+}
+
+// FollowLogs reads the runner's log stream from cursor after until ctx ends or a read fails,
+// long-polling with wait (MaxLogWait when not positive), and calls fn with each batch that has
+// lines or missed ones (fn runs on the caller's goroutine; an error from it stops the loop).
+// It returns the cursor reached and why it stopped (ctx.Err() when ctx ended), so a caller
+// can resume from there. A read fails once the runner is gone: its job ended.
+func (c *Client) FollowLogs(ctx context.Context, r Runner, after int64, wait time.Duration, fn func(LogBatch) error) (int64, error) {
+	if wait <= 0 {
+		wait = MaxLogWait
+	}
+	// A runner that is shutting down answers at once with nothing: pause rather than spin.
+	const emptyPause = 100 * time.Millisecond
+	for {
+		b, err := c.LogsAfter(ctx, r, after, wait)
+		if err != nil {
+			if ctx.Err() != nil {
+				return after, ctx.Err()
+			}
+			return after, err
+		}
+		if len(b.Lines) > 0 || b.Missed > 0 {
+			if err := fn(b); err != nil {
+				return b.Next, err
+			}
+		}
+		after = b.Next
+		if len(b.Lines) == 0 {
+			t := time.NewTimer(emptyPause)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return after, ctx.Err()
+			case <-t.C:
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return after, err
+		}
+	}
 }
 
 // RunURL is the URL that invokes function name on the runner at address; rest is the path
