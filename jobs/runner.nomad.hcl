@@ -40,7 +40,13 @@ variable "size_class" {
 variable "memory_mb" {
   type        = number
   default     = 256
-  description = "Hard memory limit of the whole runner (parent and tenant child)."
+  description = "Hard memory limit of the whole runner (parent and tenant child): memory_max."
+}
+
+variable "memory_reserve_mb" {
+  type        = number
+  default     = 64
+  description = "Memory the runner reserves on its node (what Nomad places it by): about what an idle runner uses."
 }
 
 variable "heap_mb" {
@@ -170,9 +176,15 @@ job "fnhook-runner" {
         FNHOOK_RUNNER_HEAP_MB = "${var.heap_mb}"
       }
 
+      # Nomad places a runner by what it reserves (memory) and limits it by memory_max, with
+      # memory oversubscription on (the scheduler configuration): an idle runner uses ~56 MB
+      # (PSS, Nomad's executor and logmon included), so reserving its whole limit would fill
+      # a node with a few hundred MB used per GB reserved. Where oversubscription is off,
+      # Nomad ignores memory_max and the handler sets memory_reserve_mb to memory_mb.
       resources {
-        cpu    = var.cpu_mhz
-        memory = var.memory_mb
+        cpu        = var.cpu_mhz
+        memory     = var.memory_reserve_mb
+        memory_max = var.memory_mb
       }
 
       kill_timeout = "6s"

@@ -38,11 +38,21 @@ type Config struct {
 	// Namespace is the Nomad namespace of runner jobs ("" keeps the client's). A namespace
 	// of their own lets the handler's ACL token touch runner jobs and nothing else.
 	Namespace string
-	// SizeClass, MemoryMB, HeapMB and CPUMHz describe the one size class of the pool.
-	SizeClass string
-	MemoryMB  int
-	HeapMB    int
-	CPUMHz    int
+	// SizeClass, MemoryMB, MemoryReserveMB, HeapMB and CPUMHz describe the one size class
+	// of the pool: MemoryMB is a runner's hard limit (memory_max), MemoryReserveMB what it
+	// reserves on its node (memory), which Nomad places it by.
+	SizeClass       string
+	MemoryMB        int
+	MemoryReserveMB int
+	HeapMB          int
+	CPUMHz          int
+}
+
+// Resources is an amount of what Nomad places allocations by.
+type Resources struct {
+	MemoryMB int
+	CPUMHz   int
+	DiskMB   int
 }
 
 // Alloc is what the handler needs to know about a runner's allocation.
@@ -71,10 +81,11 @@ type Job struct {
 
 // Nomad registers and watches runner jobs. It is safe for concurrent use.
 type Nomad struct {
-	c      *nomad.Client
-	cfg    Config
-	log    *slog.Logger
-	prefix string
+	c       *nomad.Client
+	cfg     Config
+	log     *slog.Logger
+	prefix  string
+	reserve Resources // what one runner reserves, read from the parsed template
 
 	purges sync.WaitGroup
 	slots  chan struct{} // bounds the background purges
@@ -82,17 +93,123 @@ type Nomad struct {
 
 // New returns a Nomad for cfg and checks the template by parsing it once through the
 // Nomad API, so a broken template stops the handler at start with the parser's message.
+// It then asks Nomad to validate the job: where memory oversubscription is off, Nomad
+// ignores memory_max, and the runner's limit would be its reservation, so runners then
+// reserve their whole limit (MemoryReserveMB = MemoryMB) and a warning says so.
 func New(ctx context.Context, c *nomad.Client, cfg Config, log *slog.Logger) (*Nomad, error) {
 	if len(cfg.NodeID) < 8 {
 		return nil, fmt.Errorf("runner jobs: node id %q is too short", cfg.NodeID)
+	}
+	if cfg.MemoryReserveMB <= 0 || cfg.MemoryReserveMB > cfg.MemoryMB {
+		cfg.MemoryReserveMB = cfg.MemoryMB
 	}
 	n := &Nomad{c: c, cfg: cfg, log: log, prefix: cfg.Prefix + "-" + cfg.NodeID[:8] + "-", slots: make(chan struct{}, 32)}
 	job, err := n.parse(ctx, n.prefix+"check", "check")
 	if err != nil {
 		return nil, err
 	}
+	if n.cfg.MemoryReserveMB < n.cfg.MemoryMB {
+		ignored, err := n.memoryMaxIgnored(ctx, job)
+		if err != nil {
+			// Not fatal: the runners still start, limited by their reservation if
+			// oversubscription turns out to be off.
+			log.Warn("could not ask nomad whether memory oversubscription is on", "err", err)
+		}
+		if ignored {
+			log.Warn("nomad's memory oversubscription is off: runners reserve their whole memory limit, and the node holds fewer",
+				"memory_mb", n.cfg.MemoryMB, "memory_reserve_mb_asked", n.cfg.MemoryReserveMB)
+			n.cfg.MemoryReserveMB = n.cfg.MemoryMB
+			if job, err = n.parse(ctx, n.prefix+"check", "check"); err != nil {
+				return nil, err
+			}
+		}
+	}
+	n.reserve = reservation(job)
 	n.describe(job)
 	return n, nil
+}
+
+// Reservation returns what one runner reserves on its node, as its parsed job asks.
+func (n *Nomad) Reservation() Resources { return n.reserve }
+
+// memoryMaxIgnored asks Nomad to validate the job and tells whether it warns that
+// memory_max will be ignored (memory oversubscription is off in the scheduler).
+func (n *Nomad) memoryMaxIgnored(ctx context.Context, job *nomad.Job) (bool, error) {
+	resp, _, err := n.c.Jobs().Validate(job, (&nomad.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		return false, fmt.Errorf("validate the runner job: %w", err)
+	}
+	if resp.Error != "" {
+		return false, fmt.Errorf("validate the runner job: %s", resp.Error)
+	}
+	return oversubscriptionOff(resp.Warnings), nil
+}
+
+// oversubscriptionOff tells whether Nomad's job warnings say memory_max is ignored.
+func oversubscriptionOff(warnings string) bool {
+	return strings.Contains(warnings, "Memory oversubscription is not enabled")
+}
+
+// Nomad's defaults for what a job leaves unset.
+const (
+	defaultCPU    = 100
+	defaultMemory = 300
+	defaultDisk   = 300
+)
+
+// reservation adds up what the job's groups reserve on a node: tasks' memory and CPU, the
+// groups' ephemeral disk.
+func reservation(job *nomad.Job) Resources {
+	var r Resources
+	for _, tg := range job.TaskGroups {
+		count := 1
+		if tg.Count != nil && *tg.Count > 0 {
+			count = *tg.Count
+		}
+		var g Resources
+		g.DiskMB = defaultDisk
+		if tg.EphemeralDisk != nil && tg.EphemeralDisk.SizeMB != nil {
+			g.DiskMB = *tg.EphemeralDisk.SizeMB
+		}
+		for _, t := range tg.Tasks {
+			cpu, mem := defaultCPU, defaultMemory
+			if t.Resources != nil && t.Resources.CPU != nil {
+				cpu = *t.Resources.CPU
+			}
+			if t.Resources != nil && t.Resources.MemoryMB != nil {
+				mem = *t.Resources.MemoryMB
+			}
+			g.CPUMHz += cpu
+			g.MemoryMB += mem
+		}
+		r.CPUMHz += count * g.CPUMHz
+		r.MemoryMB += count * g.MemoryMB
+		r.DiskMB += count * g.DiskMB
+	}
+	return r
+}
+
+// Allocatable returns what Nomad may place on node nodeID: the node's resources minus what
+// its agent reserves for the host. It needs a token that may read nodes.
+func Allocatable(ctx context.Context, c *nomad.Client, nodeID string) (Resources, error) {
+	node, _, err := c.Nodes().Info(nodeID, (&nomad.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return Resources{}, fmt.Errorf("read nomad node %s: %w", nodeID, err)
+	}
+	return allocatable(node), nil
+}
+
+func allocatable(node *nomad.Node) Resources {
+	var r Resources
+	if nr := node.NodeResources; nr != nil {
+		r = Resources{MemoryMB: int(nr.Memory.MemoryMB), CPUMHz: int(nr.Cpu.CpuShares), DiskMB: int(nr.Disk.DiskMB)}
+	}
+	if rr := node.ReservedResources; rr != nil {
+		r.MemoryMB -= int(rr.Memory.MemoryMB)
+		r.CPUMHz -= int(rr.Cpu.CpuShares)
+		r.DiskMB -= int(rr.Disk.DiskMB)
+	}
+	return r
 }
 
 // JobPrefix is what the ids of this handler's runner jobs start with.
@@ -284,14 +401,15 @@ func (n *Nomad) Watch(ctx context.Context, fn func(jobID string, a Alloc), onRes
 
 func (n *Nomad) parse(ctx context.Context, jobID, token string) (*nomad.Job, error) {
 	vars := variables(map[string]any{
-		"job_id":      jobID,
-		"node_id":     n.cfg.NodeID,
-		"token":       token,
-		"datacenters": n.cfg.Datacenters,
-		"size_class":  n.cfg.SizeClass,
-		"memory_mb":   n.cfg.MemoryMB,
-		"heap_mb":     n.cfg.HeapMB,
-		"cpu_mhz":     n.cfg.CPUMHz,
+		"job_id":            jobID,
+		"node_id":           n.cfg.NodeID,
+		"token":             token,
+		"datacenters":       n.cfg.Datacenters,
+		"size_class":        n.cfg.SizeClass,
+		"memory_mb":         n.cfg.MemoryMB,
+		"memory_reserve_mb": n.cfg.MemoryReserveMB,
+		"heap_mb":           n.cfg.HeapMB,
+		"cpu_mhz":           n.cfg.CPUMHz,
 	})
 	_ = ctx // ParseHCLOpts takes no context; the client's own timeout bounds it.
 	job, err := n.c.Jobs().ParseHCLOpts(&nomad.JobsParseRequest{JobHCL: n.cfg.Template, Variables: vars, Canonicalize: false})
@@ -323,7 +441,7 @@ func (n *Nomad) describe(job *nomad.Job) {
 			}
 			n.log.Info("runner job template", "driver", t.Driver, "user", t.User, "network", netMode,
 				"volumes", strings.Join(vols, ","), "command", fmt.Sprint(t.Config["command"]), "args", fmt.Sprint(t.Config["args"]),
-				"memory_mb", n.cfg.MemoryMB, "cpu_mhz", n.cfg.CPUMHz, "job_prefix", n.prefix)
+				"memory_mb", n.cfg.MemoryMB, "memory_reserve_mb", n.cfg.MemoryReserveMB, "cpu_mhz", n.cfg.CPUMHz, "job_prefix", n.prefix)
 		}
 	}
 }

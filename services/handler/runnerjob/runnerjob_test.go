@@ -86,3 +86,42 @@ func TestToAllocFailureOnlyWhenTerminal(t *testing.T) {
 		t.Fatalf("failed allocation = %+v, want its driver failure", a)
 	}
 }
+
+func TestReservation(t *testing.T) {
+	i := func(v int) *int { return &v }
+	job := &nomad.Job{TaskGroups: []*nomad.TaskGroup{{
+		EphemeralDisk: &nomad.EphemeralDisk{SizeMB: i(150)},
+		Tasks:         []*nomad.Task{{Name: "runner", Resources: &nomad.Resources{CPU: i(10), MemoryMB: i(64), MemoryMaxMB: i(256)}}},
+	}}}
+	if got, want := reservation(job), (Resources{MemoryMB: 64, CPUMHz: 10, DiskMB: 150}); got != want {
+		t.Fatalf("reservation = %+v, want %+v (memory, not memory_max)", got, want)
+	}
+	bare := &nomad.Job{TaskGroups: []*nomad.TaskGroup{{Count: i(2), Tasks: []*nomad.Task{{Name: "t"}}}}}
+	if got, want := reservation(bare), (Resources{MemoryMB: 600, CPUMHz: 200, DiskMB: 600}); got != want {
+		t.Fatalf("reservation of a job with Nomad's defaults = %+v, want %+v", got, want)
+	}
+}
+
+func TestAllocatable(t *testing.T) {
+	node := &nomad.Node{
+		NodeResources: &nomad.NodeResources{
+			Cpu: nomad.NodeCpuResources{CpuShares: 5192}, Memory: nomad.NodeMemoryResources{MemoryMB: 24105},
+			Disk: nomad.NodeDiskResources{DiskMB: 258019},
+		},
+		ReservedResources: &nomad.NodeReservedResources{
+			Cpu: nomad.NodeReservedCpuResources{CpuShares: 192}, Memory: nomad.NodeReservedMemoryResources{MemoryMB: 105},
+		},
+	}
+	if got, want := allocatable(node), (Resources{MemoryMB: 24000, CPUMHz: 5000, DiskMB: 258019}); got != want {
+		t.Fatalf("allocatable = %+v, want %+v", got, want)
+	}
+}
+
+func TestOversubscriptionOff(t *testing.T) {
+	warning := `1 warning:
+
+* Memory oversubscription is not enabled; Task "runner.runner" memory_max value will be ignored. Update the Scheduler Configuration to allow oversubscription.`
+	if !oversubscriptionOff(warning) || oversubscriptionOff("") || oversubscriptionOff("* Group \"runner\" has no update block") {
+		t.Fatal("oversubscriptionOff misreads Nomad's warnings")
+	}
+}
