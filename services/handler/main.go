@@ -1,7 +1,8 @@
 // Command handler owns the runners of one Nomad client node: it keeps a warm pool of
-// generic runners (one Nomad job each), assigns one to each tenant for life, keeps the
-// node's module cache, loads function code into runners, and answers the gateway's
-// resolves. One handler runs per node (a Nomad system job).
+// generic runners (one Nomad job each), gives one to
+// each tenant until it idles out or is evicted for a newer tenant, keeps the node's
+// module cache, loads function code into runners, and answers the gateway's resolves.
+// One handler runs per node (a Nomad system job).
 package main
 
 import (
@@ -28,8 +29,8 @@ import (
 	"github.com/fnhook/fnhook/services/handler/modcache"
 	"github.com/fnhook/fnhook/services/handler/pool"
 	"github.com/fnhook/fnhook/services/handler/resolveapi"
-	"github.com/fnhook/fnhook/services/handler/resolver"
 	"github.com/fnhook/fnhook/services/handler/runnerjob"
+	"github.com/fnhook/fnhook/services/handler/tenants"
 )
 
 func main() { server.Main(run) }
@@ -55,10 +56,12 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		Secret:       secret,
 		MinIdle:      env.Int("FNHOOK_POOL_MIN_IDLE", 2, 0, 1024),
 		MaxRunners:   env.Int("FNHOOK_POOL_MAX_RUNNERS", 16, 1, 4096),
-		IdleTimeout:  env.Duration("FNHOOK_IDLE_TIMEOUT", 10*time.Minute),
-		AssignWait:   env.Duration("FNHOOK_ASSIGN_WAIT", 20*time.Second),
 		RefillDelay:  env.Duration("FNHOOK_POOL_REFILL_DELAY", 300*time.Millisecond),
 		StartTimeout: env.Duration("FNHOOK_RUNNER_START_TIMEOUT", 90*time.Second),
+	}
+	tenantsCfg := tenants.Config{
+		IdleTimeout: env.Duration("FNHOOK_IDLE_TIMEOUT", 10*time.Minute),
+		AssignWait:  env.Duration("FNHOOK_ASSIGN_WAIT", 20*time.Second),
 	}
 	if err := env.Err(); err != nil {
 		return err
@@ -119,7 +122,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return fmt.Errorf("FNHOOK_NOMAD_ADDR: %w", err)
 	}
 	runnerPool.Recover(existing)
-	res := resolver.New(db, cache, runnerPool, runners, log, srv.Registry)
+	table := tenants.New(tenantsCfg, db, cache, runnerPool, runners, log, srv.Registry)
 
 	q, err := queue.Dial(ctx, common.AMQPURL, common.Queues, log)
 	if err != nil {
@@ -132,14 +135,15 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	// A pool that cannot start runners still serves the tenants it has: degraded, not down.
 	srv.Degraded = runnerPool.Degraded
-	resolveapi.Mount(srv.Echo, res, secret)
+	resolveapi.Mount(srv.Echo, table, secret)
 	log.Info("handler starting", "node", nodeID, "job_prefix", jobs.JobPrefix(), "modules_dir", modulesDir,
 		"job_file", jobFile, "min_idle", poolCfg.MinIdle, "max_runners", poolCfg.MaxRunners, "recovered", len(existing))
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { runnerPool.Run(gctx); return nil })
+	g.Go(func() error { runnerPool.Run(gctx, table); return nil })
+	g.Go(func() error { table.Run(gctx); return nil })
 	g.Go(func() error { jobs.Watch(gctx, runnerPool.Observe, runnerPool.Resync); return nil })
-	g.Go(func() error { return res.Consume(gctx, q) })
+	g.Go(func() error { return table.Consume(gctx, q) })
 	g.Go(func() error { return srv.Serve(gctx, common, consul, map[string]string{"node": nodeID}) })
 	return g.Wait()
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -23,25 +24,83 @@ import (
 
 func TestToStart(t *testing.T) {
 	tests := []struct {
-		name                                            string
-		idle, starting, assigned, waiters, minIdle, max int
-		want                                            int
+		name                                           string
+		idle, starting, taken, waiters, target, maxRun int
+		want                                           int
 	}{
-		{"empty pool fills to minIdle", 0, 0, 0, 0, 2, 16, 2},
+		{"empty pool fills to the target", 0, 0, 0, 0, 2, 16, 2},
 		{"starting ones count", 0, 1, 0, 0, 2, 16, 1},
 		{"full pool starts nothing", 2, 0, 5, 0, 2, 16, 0},
-		{"over minIdle starts nothing", 3, 1, 0, 0, 2, 16, 0},
+		{"over the target starts nothing", 3, 1, 0, 0, 2, 16, 0},
 		{"waiters ask for more", 0, 2, 0, 3, 2, 16, 3},
 		{"bounded by maxRunners", 0, 0, 15, 0, 2, 16, 1},
 		{"at maxRunners nothing", 0, 0, 16, 4, 2, 16, 0},
-		{"minIdle zero still serves waiters", 0, 0, 0, 1, 0, 16, 1},
+		{"a zero target still serves waiters", 0, 0, 0, 1, 0, 16, 1},
+		{"a raised target starts more", 1, 0, 3, 0, 6, 64, 5},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := toStart(tt.idle, tt.starting, tt.assigned, tt.waiters, tt.minIdle, tt.max); got != tt.want {
+			if got := toStart(tt.idle, tt.starting, tt.taken, tt.waiters, tt.target, tt.maxRun); got != tt.want {
 				t.Fatalf("toStart = %d, want %d", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestIdleTarget(t *testing.T) {
+	tests := []struct {
+		name            string
+		minIdle, maxRun int
+		recent          float64
+		want            int
+	}{
+		{"quiet: minIdle", 2, 64, 0, 2},
+		{"a few new tenants a minute: still minIdle", 2, 64, 6, 2},
+		{"12 in the last minute: 3", 2, 64, 12, 3},
+		{"a burst of 40: 10", 2, 64, 40, 10},
+		{"bounded by a quarter of the capacity", 2, 16, 40, 4},
+		{"never below minIdle", 6, 8, 40, 6},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := idleTarget(tt.minIdle, tt.maxRun, tt.recent); got != tt.want {
+				t.Fatalf("idleTarget(%d, %d, %v) = %d, want %d", tt.minIdle, tt.maxRun, tt.recent, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDemandDecays(t *testing.T) {
+	d := demand{tau: time.Minute}
+	t0 := time.Unix(1000, 0)
+	for range 40 {
+		d.add(t0)
+	}
+	if v := d.value(t0); v != 40 {
+		t.Fatalf("after 40 takes: %v", v)
+	}
+	if v := d.value(t0.Add(time.Minute)); math.Abs(v-40/math.E) > 1e-9 {
+		t.Fatalf("a minute later: %v, want 40/e", v)
+	}
+	if v := d.value(t0.Add(5 * time.Minute)); v > 0.3 {
+		t.Fatalf("five minutes later: %v, want about 0", v)
+	}
+}
+
+func TestEndReasonLabels(t *testing.T) {
+	seen := map[string]EndReason{}
+	for r := EndIdle; r <= EndSurplus; r++ {
+		label := r.String()
+		if label == "unknown" || label == "" {
+			t.Fatalf("EndReason %d has no label", r)
+		}
+		if other, dup := seen[label]; dup {
+			t.Fatalf("EndReasons %d and %d share the label %q", r, other, label)
+		}
+		seen[label] = r
+	}
+	if EndReason(0).String() != "unknown" {
+		t.Fatal("the zero EndReason has a label")
 	}
 }
 
@@ -50,25 +109,53 @@ type fakeRunner struct {
 	healthy   bool
 	tenant    string
 	functions map[string]int
-	idleMs    *int64
-	assignErr error
 }
 
 type fakes struct {
-	mu       sync.Mutex
-	seq      int
-	runners  map[string]*fakeRunner // by address (= job id)
-	stopped  []string
-	pool     *Pool
-	place    bool   // place a registered job at once (send its allocation)
-	fail     bool   // its allocation fails at once instead
-	failure  string // what Nomad says of the failed allocation (runnerjob.Alloc.Failure)
-	regs     int
-	regErr   error // Register fails
-	assigned []string
+	mu      sync.Mutex
+	seq     int
+	runners map[string]*fakeRunner // by address (= job id)
+	stopped []string
+	pool    *Pool
+	lost    map[string]EndReason // what the owner heard
+	adopted []string
+	refuse  map[string]bool // tenants the owner already has
+	place   bool            // place a registered job at once (send its allocation)
+	fail    bool            // its allocation fails at once instead
+	failure string          // what Nomad says of the failed allocation (runnerjob.Alloc.Failure)
+	regs    int
+	regErr  error // Register fails
 }
 
-func newFakes() *fakes { return &fakes{runners: map[string]*fakeRunner{}, place: true} }
+func newFakes() *fakes {
+	return &fakes{runners: map[string]*fakeRunner{}, place: true, lost: map[string]EndReason{}, refuse: map[string]bool{}}
+}
+
+// Adopt and Lost make the fakes the pool's Owner: the first runner of a tenant is
+// adopted, a second one refused.
+func (f *fakes) Adopt(r Runner, st runnerapi.State) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.refuse[st.Tenant] {
+		return false
+	}
+	f.refuse[st.Tenant] = true
+	f.adopted = append(f.adopted, r.JobID)
+	return true
+}
+
+func (f *fakes) Lost(jobID string, reason EndReason) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lost[jobID] = reason
+}
+
+func (f *fakes) lostReason(jobID string) (EndReason, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r, ok := f.lost[jobID]
+	return r, ok
+}
 
 func (f *fakes) NewJobID() string {
 	f.mu.Lock()
@@ -145,25 +232,7 @@ func (f *fakes) State(_ context.Context, rr runnerapi.Runner) (runnerapi.State, 
 	for k, v := range r.functions {
 		fns[k] = v
 	}
-	return runnerapi.State{Tenant: r.tenant, Functions: fns, IdleMs: r.idleMs}, nil
-}
-
-func (f *fakes) Assign(_ context.Context, rr runnerapi.Runner, tenant string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	r := f.runners[rr.Address]
-	if r == nil || !r.healthy {
-		return errors.New("connection refused")
-	}
-	if r.assignErr != nil {
-		return r.assignErr
-	}
-	if r.tenant != "" {
-		return &fnhook.Error{Code: runnerapi.CodeAlreadyAssigned, Status: 409}
-	}
-	r.tenant = tenant
-	f.assigned = append(f.assigned, rr.Address)
-	return nil
+	return runnerapi.State{Tenant: r.tenant, Functions: fns}, nil
 }
 
 func (f *fakes) runner(id string) *fakeRunner {
@@ -195,19 +264,17 @@ func testPoolWith(t *testing.T, cfg Config, f *fakes, log *slog.Logger, reg prom
 	if cfg.HealthInterval == 0 {
 		cfg.HealthInterval = time.Hour // tests call checkHealth themselves
 	}
-	if cfg.IdleTimeout == 0 {
-		cfg.IdleTimeout = time.Hour
-	}
 	p := New(cfg, f, f, log, reg)
 	f.pool = p
 	return p
 }
 
-func run(t *testing.T, p *Pool) {
+// run runs the pool with the fakes as its Owner until the test ends.
+func run(t *testing.T, p *Pool, f *fakes) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { p.Run(ctx); close(done) }()
+	go func() { p.Run(ctx, f); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 }
 
@@ -224,102 +291,119 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 func idleCount(p *Pool) int { _, i, _ := p.Counts(); return i }
 
-func TestPoolFillsAndAssigns(t *testing.T) {
-	f := newFakes()
-	p := testPool(t, Config{MinIdle: 2, MaxRunners: 4}, f)
-	run(t, p)
-	eventually(t, "2 idle runners", func() bool { return idleCount(p) == 2 })
-
-	ctx := context.Background()
-	a, fresh, err := p.Acquire(ctx, "acme")
-	if err != nil || !fresh {
-		t.Fatalf("Acquire(acme) = %v, fresh=%v", err, fresh)
-	}
-	if f.runner(a.JobID).tenant != "acme" {
-		t.Fatalf("runner %s not assigned to acme on the runner side", a.JobID)
-	}
-	again, fresh, err := p.Acquire(ctx, "acme")
-	if err != nil || fresh || again.JobID != a.JobID {
-		t.Fatalf("second Acquire(acme) = %+v fresh=%v err=%v, want the same runner", again, fresh, err)
-	}
-	// The pool refills to 2 idle beside the assigned one.
-	eventually(t, "refill to 2 idle", func() bool { return idleCount(p) == 2 })
-	if _, _, as := p.Counts(); as != 1 {
-		t.Fatalf("%d assigned, want 1", as)
-	}
-	if r, ok := p.Lookup("acme"); !ok || r.Token != runnerapi.Token("secret-secret-secret", a.JobID) {
-		t.Fatalf("Lookup(acme) = %+v, %v", r, ok)
-	}
-}
-
-func TestAcquireNoCapacity(t *testing.T) {
-	f := newFakes()
-	p := testPool(t, Config{MinIdle: 1, MaxRunners: 2, AssignWait: 200 * time.Millisecond}, f)
-	run(t, p)
-	ctx := context.Background()
-	for _, tenant := range []string{"a", "b"} {
-		if _, _, err := p.Acquire(ctx, tenant); err != nil {
-			t.Fatalf("Acquire(%s): %v", tenant, err)
+func isIdle(p *Pool, id string) bool {
+	for _, j := range p.IdleJobs() {
+		if j == id {
+			return true
 		}
 	}
-	start := time.Now()
-	_, _, err := p.Acquire(ctx, "c")
-	if fnhook.ErrorCode(err) != "no_capacity" || fnhook.StatusOf(err) != 503 {
-		t.Fatalf("Acquire(c) = %v, want no_capacity 503", err)
+	return false
+}
+
+func take(t *testing.T, p *Pool) Runner {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := p.Take(ctx)
+	if err != nil {
+		t.Fatalf("Take: %v", err)
 	}
-	if time.Since(start) > 150*time.Millisecond {
-		t.Fatalf("a full node waited %s; nothing can free up by waiting", time.Since(start))
+	return r
+}
+
+func TestPoolFillsAndTakes(t *testing.T) {
+	f := newFakes()
+	p := testPool(t, Config{MinIdle: 2, MaxRunners: 4}, f)
+	run(t, p, f)
+	eventually(t, "2 idle runners", func() bool { return idleCount(p) == 2 })
+	a := take(t, p)
+	if a.Token != runnerapi.Token("secret-secret-secret", a.JobID) || a.Address != a.JobID {
+		t.Fatalf("taken runner %+v, want its address and token", a)
 	}
-	// Ending a tenant frees room: c gets a fresh runner.
-	if !p.EndTenant("a", "tenant deleted") {
-		t.Fatal("EndTenant(a) found no runner")
+	if isIdle(p, a.JobID) {
+		t.Fatal("a taken runner is still idle")
 	}
-	p.cfg.AssignWait = 5 * time.Second
-	if _, _, err := p.Acquire(ctx, "c"); err != nil {
-		t.Fatalf("Acquire(c) after a freed slot: %v", err)
+	// The pool refills to 2 idle beside the taken one.
+	eventually(t, "refill to 2 idle", func() bool { return idleCount(p) == 2 })
+	if s, i, tk := p.Counts(); tk != 1 || s+i+tk > 4 {
+		t.Fatalf("counts %d/%d/%d, want 1 taken within 4", s, i, tk)
+	}
+	b := take(t, p)
+	if b.JobID == a.JobID {
+		t.Fatal("one runner taken twice")
 	}
 }
 
-func TestAcquireWaitsForStartingRunner(t *testing.T) {
+func TestTakeFullFailsAtOnce(t *testing.T) {
+	f := newFakes()
+	p := testPool(t, Config{MinIdle: 1, MaxRunners: 2}, f)
+	run(t, p, f)
+	a, _ := take(t, p), take(t, p)
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := p.Take(ctx); !errors.Is(err, ErrFull) {
+		t.Fatalf("Take on a full node = %v, want ErrFull", err)
+	}
+	if time.Since(start) > 100*time.Millisecond {
+		t.Fatalf("a full node waited %s; nothing frees up by waiting", time.Since(start))
+	}
+	// Ending a taken runner makes room: the next Take gets a fresh runner.
+	p.End(a.JobID, EndEvicted, "for the test")
+	eventually(t, "its job stopped", func() bool { return f.wasStopped(a.JobID) })
+	if c := take(t, p); c.JobID == a.JobID {
+		t.Fatal("an ended runner came back")
+	}
+}
+
+func TestTakeWaitsForStartingRunner(t *testing.T) {
 	f := newFakes()
 	f.place = false // runners get no allocation until the test says so
-	p := testPool(t, Config{MinIdle: 1, MaxRunners: 4, AssignWait: 5 * time.Second}, f)
-	run(t, p)
+	p := testPool(t, Config{MinIdle: 1, MaxRunners: 4}, f)
+	run(t, p, f)
 	eventually(t, "a registered runner", func() bool { return f.runner("job-01") != nil })
 	got := make(chan error, 1)
 	go func() {
-		_, _, err := p.Acquire(context.Background(), "acme")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := p.Take(ctx)
 		got <- err
 	}()
 	time.Sleep(50 * time.Millisecond)
 	select {
 	case err := <-got:
-		t.Fatalf("Acquire returned before any runner was ready: %v", err)
+		t.Fatalf("Take returned before any runner was ready: %v", err)
 	default:
 	}
 	p.Observe("job-01", runnerjob.Alloc{ID: "alloc-job-01", Address: "job-01"})
 	if err := <-got; err != nil {
-		t.Fatalf("Acquire: %v", err)
+		t.Fatalf("Take: %v", err)
 	}
 }
 
-func TestAssignFailureEndsRunner(t *testing.T) {
+func TestTakeWaiterBeyondSupplyIsFull(t *testing.T) {
 	f := newFakes()
-	p := testPool(t, Config{MinIdle: 2, MaxRunners: 4}, f)
-	run(t, p)
-	eventually(t, "2 idle runners", func() bool { return idleCount(p) == 2 })
-	bad := p.IdleJobs()[0]
-	f.mu.Lock()
-	f.runners[bad].assignErr = errors.New("connection reset")
-	f.mu.Unlock()
-	r, _, err := p.Acquire(context.Background(), "acme")
-	if err != nil {
-		t.Fatalf("Acquire: %v", err)
+	f.place = false
+	p := testPool(t, Config{MinIdle: 0, MaxRunners: 2}, f)
+	run(t, p, f)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	results := make(chan error, 2)
+	for range 2 {
+		go func() { _, err := p.Take(ctx); results <- err }()
 	}
-	if r.JobID == bad {
-		t.Fatal("got the runner whose assign failed")
+	eventually(t, "2 runners starting for 2 waiters", func() bool { s, _, _ := p.Counts(); return s == 2 })
+	// A third caller cannot be served by what is starting or by room: full, at once.
+	if _, err := p.Take(ctx); !errors.Is(err, ErrFull) {
+		t.Fatalf("third Take = %v, want ErrFull", err)
 	}
-	eventually(t, "the runner whose assign failed stopped", func() bool { return f.wasStopped(bad) })
+	p.Observe("job-01", runnerjob.Alloc{ID: "alloc-job-01", Address: "job-01"})
+	p.Observe("job-02", runnerjob.Alloc{ID: "alloc-job-02", Address: "job-02"})
+	for range 2 {
+		if err := <-results; err != nil {
+			t.Fatalf("waiting Take: %v", err)
+		}
+	}
 }
 
 func TestRecover(t *testing.T) {
@@ -340,143 +424,121 @@ func TestRecover(t *testing.T) {
 		{ID: "dead-1", Dead: true},
 	}
 	p.Recover(jobs)
-	run(t, p)
-	eventually(t, "recovered tenant", func() bool { _, ok := p.Lookup("acme"); return ok })
+	run(t, p, f)
+	if err := p.WaitRecovered(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	eventually(t, "orphan, stopped and dead ones ended", func() bool {
 		return f.wasStopped("orphan-1") && f.wasStopped("stopped-1") && f.wasStopped("dead-1")
 	})
-	r, v, ok := p.Loaded("acme", "hello")
-	if !ok || (r.JobID != "acme-1" && r.JobID != "acme-2") {
-		t.Fatalf("Loaded(acme) = %+v, %v", r, ok)
+	// The owner adopted exactly one of the two runners claiming acme; the other ended.
+	f.mu.Lock()
+	adopted := append([]string(nil), f.adopted...)
+	f.mu.Unlock()
+	if len(adopted) != 1 || (adopted[0] != "acme-1" && adopted[0] != "acme-2") {
+		t.Fatalf("adopted %v, want one acme runner", adopted)
 	}
-	if r.JobID == "acme-1" && v != 3 {
-		t.Fatalf("recovered version %d, want 3", v)
+	other := map[string]string{"acme-1": "acme-2", "acme-2": "acme-1"}[adopted[0]]
+	eventually(t, "the second acme runner ended", func() bool { return f.wasStopped(other) })
+	if f.wasStopped(adopted[0]) || f.wasStopped("idle-1") {
+		t.Fatal("an adopted or idle recovered runner was stopped")
 	}
-	// Exactly one of the two runners claiming acme survives.
-	eventually(t, "one acme runner ended", func() bool { return f.wasStopped("acme-1") != f.wasStopped("acme-2") })
-	if f.wasStopped("idle-1") {
-		t.Fatal("an idle recovered runner was stopped")
+	eventually(t, "idle-1 back in the pool", func() bool { return isIdle(p, "idle-1") })
+	if _, _, tk := p.Counts(); tk != 1 {
+		t.Fatalf("%d taken, want the adopted runner", tk)
 	}
-	eventually(t, "idle-1 back in the pool", func() bool {
-		for _, id := range p.IdleJobs() {
-			if id == "idle-1" {
-				return true
-			}
-		}
-		return false
-	})
 }
 
-func TestHealthEndsRunner(t *testing.T) {
+func TestHealthEndsTakenRunnerAndTellsOwner(t *testing.T) {
 	f := newFakes()
-	p := testPool(t, Config{MinIdle: 1, MaxRunners: 4, HealthFailures: 2}, f)
-	run(t, p)
-	eventually(t, "1 idle", func() bool { return idleCount(p) == 1 })
-	r, _, err := p.Acquire(context.Background(), "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg := prometheus.NewRegistry()
+	p := testPoolWith(t, Config{MinIdle: 1, MaxRunners: 4, HealthFailures: 2}, f, slog.New(slog.DiscardHandler), reg)
+	run(t, p, f)
+	r := take(t, p)
 	f.mu.Lock()
 	f.runners[r.JobID].healthy = false
 	f.mu.Unlock()
 	ctx := context.Background()
 	p.checkHealth(ctx)
-	if _, ok := p.Lookup("acme"); !ok {
+	if _, lost := f.lostReason(r.JobID); lost {
 		t.Fatal("one failed check ended the runner; want HealthFailures in a row")
 	}
 	p.checkHealth(ctx)
-	if _, ok := p.Lookup("acme"); ok {
-		t.Fatal("runner still assigned after failing its health twice")
+	if reason, lost := f.lostReason(r.JobID); !lost || reason != EndUnhealthy {
+		t.Fatalf("owner heard %v (%v), want EndUnhealthy", reason, lost)
 	}
 	eventually(t, "unhealthy runner's job stopped", func() bool { return f.wasStopped(r.JobID) })
+	if v := metricValue(t, reg, "fnhook_handler_runner_ends_total", map[string]string{"reason": "unhealthy"}); v != 1 {
+		t.Fatalf(`ends_total{reason="unhealthy"} = %v, want 1`, v)
+	}
 }
 
 func TestIdleRunnerAssignedBehindOurBack(t *testing.T) {
 	f := newFakes()
-	p := testPool(t, Config{MinIdle: 1, MaxRunners: 4}, f)
-	run(t, p)
+	reg := prometheus.NewRegistry()
+	p := testPoolWith(t, Config{MinIdle: 1, MaxRunners: 4}, f, slog.New(slog.DiscardHandler), reg)
+	run(t, p, f)
 	eventually(t, "1 idle", func() bool { return idleCount(p) == 1 })
 	id := p.IdleJobs()[0]
 	f.mu.Lock()
 	f.runners[id].tenant = "intruder"
 	f.mu.Unlock()
 	p.checkHealth(context.Background())
-	for _, j := range p.IdleJobs() {
-		if j == id {
-			t.Fatal("an idle runner that reports assigned was kept in the pool")
-		}
+	if isIdle(p, id) {
+		t.Fatal("an idle runner that reports assigned was kept in the pool")
 	}
 	eventually(t, "its job stopped", func() bool { return f.wasStopped(id) })
-}
-
-func TestReapIdle(t *testing.T) {
-	ms := func(v int64) *int64 { return &v }
-	tests := []struct {
-		name   string
-		idleMs *int64
-		ended  bool
-	}{
-		{"runner does not report its idle time: last resolve decides", nil, true},
-		{"runner was called recently", ms(1000), false},
-		{"runner idle as long as the handler thinks", ms(3_600_000), true},
+	if v := metricValue(t, reg, "fnhook_handler_runner_ends_total", map[string]string{"reason": "foreign"}); v != 1 {
+		t.Fatalf(`ends_total{reason="foreign"} = %v, want 1`, v)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f := newFakes()
-			p := testPool(t, Config{MinIdle: 1, MaxRunners: 4, IdleTimeout: time.Minute}, f)
-			run(t, p)
-			eventually(t, "1 idle", func() bool { return idleCount(p) == 1 })
-			r, _, err := p.Acquire(context.Background(), "acme")
-			if err != nil {
-				t.Fatal(err)
-			}
-			f.mu.Lock()
-			f.runners[r.JobID].idleMs = tt.idleMs
-			f.mu.Unlock()
-			p.mu.Lock()
-			p.now = func() time.Time { return time.Now().Add(2 * time.Minute) }
-			p.mu.Unlock()
-			p.reapIdle(context.Background())
-			if _, still := p.Lookup("acme"); still == tt.ended {
-				t.Fatalf("runner kept=%v, want ended=%v", still, tt.ended)
-			}
-			if tt.ended {
-				eventually(t, "idle runner's job stopped", func() bool { return f.wasStopped(r.JobID) })
-			} else if f.wasStopped(r.JobID) {
-				t.Fatal("a recently called runner was stopped")
-			}
-		})
+	if _, lost := f.lostReason(id); lost {
+		t.Fatal("the owner heard of a runner it never had")
 	}
 }
 
 func TestTerminalAllocEndsRunner(t *testing.T) {
 	f := newFakes()
 	p := testPool(t, Config{MinIdle: 1, MaxRunners: 4}, f)
-	run(t, p)
-	eventually(t, "1 idle", func() bool { return idleCount(p) == 1 })
-	r, _, err := p.Acquire(context.Background(), "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
+	run(t, p, f)
+	r := take(t, p)
 	p.Observe(r.JobID, runnerjob.Alloc{ID: "some-other-alloc", ClientStatus: "failed", Terminal: true})
-	if _, ok := p.Lookup("acme"); !ok {
+	if _, lost := f.lostReason(r.JobID); lost {
 		t.Fatal("an event for another allocation ended the runner")
 	}
 	p.Observe(r.JobID, runnerjob.Alloc{ID: "alloc-" + r.JobID, ClientStatus: "failed", Terminal: true})
-	if _, ok := p.Lookup("acme"); ok {
-		t.Fatal("runner kept after its allocation failed")
+	if reason, lost := f.lostReason(r.JobID); !lost || reason != EndAllocation {
+		t.Fatalf("owner heard %v (%v), want EndAllocation", reason, lost)
 	}
 	eventually(t, "job stopped", func() bool { return f.wasStopped(r.JobID) })
+}
+
+func TestEndCountsItsReason(t *testing.T) {
+	f := newFakes()
+	reg := prometheus.NewRegistry()
+	p := testPoolWith(t, Config{MinIdle: 3, MaxRunners: 4}, f, slog.New(slog.DiscardHandler), reg)
+	run(t, p, f)
+	eventually(t, "3 idle", func() bool { return idleCount(p) == 3 })
+	for _, reason := range []EndReason{EndIdle, EndEvicted, EndDeleted} {
+		r := take(t, p)
+		p.End(r.JobID, reason, "test")
+		if v := metricValue(t, reg, "fnhook_handler_runner_ends_total", map[string]string{"reason": reason.String()}); v != 1 {
+			t.Fatalf("ends_total{reason=%q} = %v, want 1", reason, v)
+		}
+		if _, lost := f.lostReason(r.JobID); lost {
+			t.Fatal("the owner was told of an end it asked for")
+		}
+	}
 }
 
 func TestRegisterFailureBacksOff(t *testing.T) {
 	f := newFakes()
 	f.regErr = errors.New("nomad down")
-	p := testPool(t, Config{MinIdle: 2, MaxRunners: 4, AssignWait: 300 * time.Millisecond}, f)
-	run(t, p)
-	_, _, err := p.Acquire(context.Background(), "acme")
-	if fnhook.ErrorCode(err) != "no_capacity" {
-		t.Fatalf("Acquire with Nomad down = %v, want no_capacity", err)
+	p := testPool(t, Config{MinIdle: 2, MaxRunners: 4}, f)
+	run(t, p, f)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := p.Take(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Take with Nomad down = %v, want its deadline", err)
 	}
 	if s, i, a := p.Counts(); s+i+a != 0 {
 		t.Fatalf("failed registrations left %d/%d/%d runners", s, i, a)
@@ -491,7 +553,7 @@ func TestRunnersFailingAtStartBackOff(t *testing.T) {
 	f := newFakes()
 	f.fail = true
 	p := testPool(t, Config{MinIdle: 2, MaxRunners: 4}, f)
-	run(t, p)
+	run(t, p, f)
 	time.Sleep(1500 * time.Millisecond)
 	f.mu.Lock()
 	regs := f.regs
@@ -509,42 +571,73 @@ func TestRunnersFailingAtStartBackOff(t *testing.T) {
 	eventually(t, "pool filled once runners start", func() bool { return idleCount(p) == 2 })
 }
 
-func TestAcquireWaitsForRecovery(t *testing.T) {
+func TestTakeWaitsForRecovery(t *testing.T) {
 	f := newFakes()
 	p := testPool(t, Config{MinIdle: 1, MaxRunners: 4}, f)
 	f.runners["acme-1"] = &fakeRunner{healthy: false, tenant: "acme", functions: map[string]int{"fn": 2}}
 	p.Recover([]runnerjob.Job{{ID: "acme-1", Alloc: &runnerjob.Alloc{ID: "a1", Address: "acme-1"}}})
-	run(t, p)
+	run(t, p, f)
 	if p.Ready() == nil {
 		t.Fatal("pool ready while a recovered runner has not answered")
 	}
-	type res struct {
-		r     Runner
-		fresh bool
-		err   error
-	}
-	got := make(chan res, 1)
+	got := make(chan error, 1)
 	go func() {
-		r, fresh, err := p.Acquire(context.Background(), "acme")
-		got <- res{r, fresh, err}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := p.Take(ctx)
+		got <- err
 	}()
 	time.Sleep(200 * time.Millisecond)
 	select {
-	case r := <-got:
-		t.Fatalf("Acquire answered %+v before the recovered runner was asked", r)
+	case err := <-got:
+		t.Fatalf("Take answered (%v) before the recovered runner was asked", err)
 	default:
 	}
 	f.mu.Lock()
 	f.runners["acme-1"].healthy = true
 	f.mu.Unlock()
-	r := <-got
-	if r.err != nil || r.fresh || r.r.JobID != "acme-1" {
-		t.Fatalf("Acquire = %+v, want the recovered runner", r)
+	if err := <-got; err != nil {
+		t.Fatalf("Take after recovery: %v", err)
 	}
-	if _, v, _ := p.Loaded("acme", "fn"); v != 2 {
-		t.Fatalf("recovered version %d, want 2", v)
+	f.mu.Lock()
+	adopted := append([]string(nil), f.adopted...)
+	f.mu.Unlock()
+	if len(adopted) != 1 || adopted[0] != "acme-1" {
+		t.Fatalf("adopted %v, want acme-1 before any Take", adopted)
 	}
 	eventually(t, "pool ready", func() bool { return p.Ready() == nil })
+}
+
+func TestIdleTargetFollowsDemand(t *testing.T) {
+	f := newFakes()
+	p := testPool(t, Config{MinIdle: 1, MaxRunners: 40}, f)
+	clock := time.Now()
+	var cmu sync.Mutex
+	p.mu.Lock()
+	p.now = func() time.Time { cmu.Lock(); defer cmu.Unlock(); return clock }
+	p.mu.Unlock()
+	run(t, p, f)
+	for range 12 {
+		take(t, p)
+	}
+	if got := p.IdleTarget(); got != 3 {
+		t.Fatalf("idle target after 12 new tenants = %d, want 3", got)
+	}
+	eventually(t, "3 idle runners kept ready", func() bool { return idleCount(p) == 3 })
+	// Quiet for five minutes: the target falls back to MinIdle, and the runners started
+	// for the burst end once idle for a while.
+	cmu.Lock()
+	clock = clock.Add(5 * time.Minute)
+	cmu.Unlock()
+	if got := p.IdleTarget(); got != 1 {
+		t.Fatalf("idle target when quiet = %d, want MinIdle 1", got)
+	}
+	for range 3 {
+		p.trimSurplus()
+	}
+	if n := idleCount(p); n != 1 {
+		t.Fatalf("%d idle after the burst, want 1", n)
+	}
 }
 
 // denied is the driver failure that runners met on a node whose Node.js the task user
@@ -557,7 +650,7 @@ func TestStartFailuresDegradePool(t *testing.T) {
 	var logs syncBuffer
 	reg := prometheus.NewRegistry()
 	p := testPoolWith(t, Config{MinIdle: 3, MaxRunners: 4}, f, slog.New(slog.NewJSONHandler(&logs, nil)), reg)
-	run(t, p)
+	run(t, p, f)
 
 	want := `{"status":"degraded","reason":"no runner could start: allocation failed: ` + jsonString(denied) + `"}`
 	eventually(t, "degraded /healthz", func() bool { _, body := healthz(p); return body == want })
@@ -570,10 +663,10 @@ func TestStartFailuresDegradePool(t *testing.T) {
 	if v := metricValue(t, reg, "fnhook_handler_pool_failed_starts", nil); v < degradedAfter {
 		t.Fatalf("fnhook_handler_pool_failed_starts = %v, want at least %d", v, degradedAfter)
 	}
-	if v := metricValue(t, reg, "fnhook_handler_runner_ends_total", map[string]string{"reason": "allocation"}); v < degradedAfter {
-		t.Fatalf(`fnhook_handler_runner_ends_total{reason="allocation"} = %v, want at least %d`, v, degradedAfter)
+	if v := metricValue(t, reg, "fnhook_handler_runner_ends_total", map[string]string{"reason": "failed_start"}); v < degradedAfter {
+		t.Fatalf(`fnhook_handler_runner_ends_total{reason="failed_start"} = %v, want at least %d`, v, degradedAfter)
 	}
-	if line := `"reason":"allocation failed: ` + jsonString(denied) + `"`; !strings.Contains(logs.String(), line) {
+	if line := `"reason":"failed_start","detail":"allocation failed: ` + jsonString(denied) + `"`; !strings.Contains(logs.String(), line) {
 		t.Fatalf("no log line with %s in:\n%s", line, logs.String())
 	}
 
@@ -600,16 +693,14 @@ func TestIdleRunnerKeepsPoolNotDegraded(t *testing.T) {
 	p := testPoolWith(t, Config{MinIdle: 4, MaxRunners: 4}, f, slog.New(slog.DiscardHandler), reg)
 	f.runners["idle-1"] = &fakeRunner{healthy: true, functions: map[string]int{}}
 	p.Recover([]runnerjob.Job{{ID: "idle-1", Alloc: &runnerjob.Alloc{ID: "a1", Address: "idle-1"}}})
-	run(t, p)
+	run(t, p, f)
 	eventually(t, "new runners failed and the recovered one idle", func() bool {
 		return metricValue(t, reg, "fnhook_handler_pool_failed_starts", nil) >= degradedAfter && idleCount(p) == 1
 	})
 	if code, body := healthz(p); code != http.StatusOK || body != `{"status":"ok"}` {
 		t.Fatalf("/healthz with an idle runner left = %d %s, want 200 ok: a new tenant still gets a runner", code, body)
 	}
-	if _, _, err := p.Acquire(context.Background(), "acme"); err != nil {
-		t.Fatalf("Acquire: %v", err)
-	}
+	take(t, p)
 	if _, body := healthz(p); !strings.HasPrefix(body, `{"status":"degraded","reason":"no runner could start: allocation failed: Driver Failure:`) {
 		t.Fatalf("/healthz once the last idle runner is taken = %s, want degraded", body)
 	}

@@ -20,7 +20,7 @@ import (
 	"github.com/fnhook/fnhook/libs/handlerapi"
 )
 
-// Resolver answers routes (resolver.Resolver).
+// Resolver answers routes (tenants.Table).
 type Resolver interface {
 	Resolve(ctx context.Context, tenant, function string, refresh bool) (fnhook.Route, error)
 }
