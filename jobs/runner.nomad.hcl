@@ -56,8 +56,9 @@ variable "heap_mb" {
 }
 
 variable "cpu_mhz" {
-  type    = number
-  default = 100
+  type        = number
+  default     = 10
+  description = "CPU the runner reserves (MHz; on cgroups v1 also its cpu.shares weight)."
 }
 
 variable "priority" {
@@ -179,8 +180,9 @@ job "fnhook-runner" {
       # Nomad places a runner by what it reserves (memory) and limits it by memory_max, with
       # memory oversubscription on (the scheduler configuration): an idle runner uses ~56 MB
       # (PSS, Nomad's executor and logmon included), so reserving its whole limit would fill
-      # a node with a few hundred MB used per GB reserved. Where oversubscription is off,
-      # Nomad ignores memory_max and the handler sets memory_reserve_mb to memory_mb.
+      # a node with a few hundred MB used per GB reserved. The handler derives the node's
+      # runner capacity from this reservation; where oversubscription is off, Nomad ignores
+      # memory_max and the handler sets memory_reserve_mb to memory_mb.
       resources {
         cpu        = var.cpu_mhz
         memory     = var.memory_reserve_mb

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +22,8 @@ import (
 	fnhook "github.com/fnhook/fnhook/libs"
 	"github.com/fnhook/fnhook/libs/handlerapi"
 	"github.com/fnhook/fnhook/libs/runnerapi"
+	"github.com/fnhook/fnhook/services/handler/pool"
+	"github.com/fnhook/fnhook/services/handler/runnerjob"
 )
 
 // resolveAnswer is a resolve as the gateway sees it on the wire.
@@ -310,5 +313,40 @@ func TestManyTenantsFewRunners(t *testing.T) {
 	defer mu.Unlock()
 	if len(problems) > 0 {
 		t.Errorf("%s", strings.Join(problems, "\n"))
+	}
+}
+
+// TestCapacityFromNode: without FNHOOK_POOL_MAX_RUNNERS, the handler's capacity follows
+// from what Nomad says the node can allocate and what one runner reserves.
+func TestCapacityFromNode(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	h := f.startHandler(t, map[string]string{"FNHOOK_POOL_MIN_IDLE": "0"})
+	node, err := nodeID(f.nomad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alloc, err := runnerjob.Allocatable(context.Background(), f.nomad, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The defaults: runners reserve 64 MB, 10 MHz and their 150 MB disk; the services
+	// keep 2560 MB, 1000 MHz and 4096 MB.
+	want, bound := pool.Capacity(alloc, runnerjob.Resources{MemoryMB: 2560, CPUMHz: 1000, DiskMB: 4096},
+		runnerjob.Resources{MemoryMB: 64, CPUMHz: 10, DiskMB: 150})
+	got := f.metric(t, h, "fnhook_handler_pool_capacity")
+	t.Logf("MEASURE node allocatable %+v: capacity %v (bound by %s)", alloc, got, bound)
+	if int(got) != want || want < 1 {
+		t.Fatalf("fnhook_handler_pool_capacity = %v, want %d (bound by %s) from the node's %+v", got, want, bound, alloc)
+	}
+	// The handler says so at start, with where the number comes from.
+	logs, err := os.ReadFile(h.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"msg":"runner capacity"`, fmt.Sprintf(`"max_runners":%d`, want), `"source":"node"`, `"bound_by":"` + bound + `"`} {
+		if !strings.Contains(string(logs), want) {
+			t.Fatalf("the handler's log has no %s:\n%s", want, logs)
+		}
 	}
 }

@@ -1,5 +1,5 @@
 // Command handler owns the runners of one Nomad client node: it keeps a warm pool of
-// generic runners (one Nomad job each), gives one to
+// generic runners (one Nomad job each, as many as the node's memory holds), gives one to
 // each tenant until it idles out or is evicted for a newer tenant, keeps the node's
 // module cache, loads function code into runners, and answers the gateway's resolves.
 // One handler runs per node (a Nomad system job).
@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,11 +52,19 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	datacenters := strings.Split(env.String("FNHOOK_RUNNER_DATACENTERS", "*"), ",")
 	namespace := env.String("FNHOOK_RUNNER_NAMESPACE", "default")
 	memoryMB := env.Int("FNHOOK_RUNNER_MEMORY_MB", 256, 64, 1<<20)
-	cpuMHz := env.Int("FNHOOK_RUNNER_CPU_MHZ", 100, 10, 1<<20)
+	reserveMB := env.Int("FNHOOK_RUNNER_MEMORY_RESERVE_MB", 64, 16, 1<<20)
+	cpuMHz := env.Int("FNHOOK_RUNNER_CPU_MHZ", 10, 1, 1<<20)
+	// What the node keeps for what is not a runner: the platform's services reserve
+	// 2048 MB and 800 MHz in Nomad (jobs/*.nomad.hcl), with room to spare.
+	headroom := runnerjob.Resources{
+		MemoryMB: env.Int("FNHOOK_NODE_HEADROOM_MB", 2560, 0, 1<<24),
+		CPUMHz:   env.Int("FNHOOK_NODE_HEADROOM_MHZ", 1000, 0, 1<<24),
+		DiskMB:   4096,
+	}
 	poolCfg := pool.Config{
 		Secret:       secret,
 		MinIdle:      env.Int("FNHOOK_POOL_MIN_IDLE", 2, 0, 1024),
-		MaxRunners:   env.Int("FNHOOK_POOL_MAX_RUNNERS", 16, 1, 4096),
+		MaxRunners:   env.Int("FNHOOK_POOL_MAX_RUNNERS", 0, 0, 4096), // 0: from the node's resources
 		RefillDelay:  env.Duration("FNHOOK_POOL_REFILL_DELAY", 300*time.Millisecond),
 		StartTimeout: env.Duration("FNHOOK_RUNNER_START_TIMEOUT", 90*time.Second),
 	}
@@ -106,10 +115,13 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	srv := server.New(common.Service, log)
 	jobs, err := runnerjob.New(ctx, nc, runnerjob.Config{
 		Template: string(template), Prefix: jobPrefix, NodeID: nodeID, Datacenters: datacenters, Namespace: namespace,
-		SizeClass: "default", MemoryMB: memoryMB, HeapMB: max(16, memoryMB/2), CPUMHz: cpuMHz,
+		SizeClass: "default", MemoryMB: memoryMB, MemoryReserveMB: reserveMB, HeapMB: max(16, memoryMB/2), CPUMHz: cpuMHz,
 	}, log)
 	if err != nil {
 		return fmt.Errorf("FNHOOK_RUNNER_JOB_FILE %s: %w", jobFile, err)
+	}
+	if err := sizePool(ctx, &poolCfg, nc, nodeID, headroom, jobs.Reservation(), log); err != nil {
+		return err
 	}
 	cache, err := modcache.New(modulesDir, blobs, db, modcache.Limits{MaxBytes: int64(moduleMaxMB) << 20, MaxEntries: 200000}, log, srv.Registry)
 	if err != nil {
@@ -146,4 +158,32 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	g.Go(func() error { return table.Consume(gctx, q) })
 	g.Go(func() error { return srv.Serve(gctx, common, consul, map[string]string{"node": nodeID}) })
 	return g.Wait()
+}
+
+// sizePool sets the pool's capacity: FNHOOK_POOL_MAX_RUNNERS when the operator set it,
+// else what the node can allocate (as Nomad reports it) less the headroom, divided by
+// what one runner reserves (pool.Capacity). Either way the number and its source are
+// logged.
+func sizePool(ctx context.Context, cfg *pool.Config, nc *nomad.Client, nodeID string, headroom, perRunner runnerjob.Resources, log *slog.Logger) error {
+	if cfg.MaxRunners > 0 {
+		log.Info("runner capacity", "max_runners", cfg.MaxRunners, "source", "FNHOOK_POOL_MAX_RUNNERS",
+			"runner_memory_reserve_mb", perRunner.MemoryMB, "runner_cpu_mhz", perRunner.CPUMHz)
+		return nil
+	}
+	node, err := runnerjob.Allocatable(ctx, nc, nodeID)
+	if err != nil {
+		return fmt.Errorf("FNHOOK_POOL_MAX_RUNNERS is not set and the node's resources are unknown (set it, or give the handler's Nomad token node:read): %w", err)
+	}
+	n, bound := pool.Capacity(node, headroom, perRunner)
+	if n < 1 {
+		return fmt.Errorf("FNHOOK_POOL_MAX_RUNNERS is not set and node %s holds no runner: %d MB and %d MHz allocatable, %d MB and %d MHz kept for the services (FNHOOK_NODE_HEADROOM_MB, _MHZ), %d MB and %d MHz per runner",
+			nodeID, node.MemoryMB, node.CPUMHz, headroom.MemoryMB, headroom.CPUMHz, perRunner.MemoryMB, perRunner.CPUMHz)
+	}
+	cfg.MaxRunners = n
+	log.Info("runner capacity", "max_runners", n, "source", "node", "bound_by", bound,
+		"node_memory_mb", node.MemoryMB, "node_cpu_mhz", node.CPUMHz, "node_disk_mb", node.DiskMB,
+		"headroom_memory_mb", headroom.MemoryMB, "headroom_cpu_mhz", headroom.CPUMHz,
+		"runner_memory_reserve_mb", perRunner.MemoryMB, "runner_cpu_mhz", perRunner.CPUMHz, "runner_disk_mb", perRunner.DiskMB,
+		"cap", pool.CapacityCap)
+	return nil
 }

@@ -33,7 +33,7 @@ func newMetrics(p *Pool, reg prometheus.Registerer) *metrics {
 	}
 	reg.MustRegister(m.starts, m.ends, m.ready, counts{p},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "fnhook_handler_pool_capacity",
-			Help: "Most runners the node holds (FNHOOK_POOL_MAX_RUNNERS)."},
+			Help: "Most runners the node holds (FNHOOK_POOL_MAX_RUNNERS, or derived from the node's resources)."},
 			func() float64 { return float64(p.cfg.MaxRunners) }),
 		locked("fnhook_handler_pool_idle_target", "Idle runners the pool keeps ready now: FNHOOK_POOL_MIN_IDLE, more while new tenants arrive.",
 			func() float64 { return float64(p.idleTargetLocked()) }),

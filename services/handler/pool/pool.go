@@ -57,7 +57,7 @@ type Config struct {
 	// Secret derives each runner's token from its job id.
 	Secret string
 	// MaxRunners bounds all runners of the node (starting, idle and taken): the node's
-	// capacity.
+	// capacity (see Capacity).
 	MaxRunners int
 	// MinIdle idle runners are kept ready at least; more while new tenants arrive (see
 	// idleTarget).

@@ -87,6 +87,34 @@ func TestDemandDecays(t *testing.T) {
 	}
 }
 
+func TestCapacity(t *testing.T) {
+	type res = runnerjob.Resources
+	// This machine: 24105 MB, 2 cores of 2596 MHz, 258019 MB of disk.
+	node := res{MemoryMB: 24105, CPUMHz: 5192, DiskMB: 258019}
+	headroom := res{MemoryMB: 2560, CPUMHz: 1000, DiskMB: 4096}
+	tests := []struct {
+		name      string
+		node, per res
+		want      int
+		bound     string
+	}{
+		{"runners reserve what they use: memory bounds", node, res{MemoryMB: 64, CPUMHz: 10, DiskMB: 150}, 336, "memory"},
+		{"runners reserve their whole limit", node, res{MemoryMB: 256, CPUMHz: 10, DiskMB: 150}, 84, "memory"},
+		{"a CPU reservation that binds first", node, res{MemoryMB: 64, CPUMHz: 100, DiskMB: 150}, 41, "cpu"},
+		{"a huge node is capped", res{MemoryMB: 1 << 20, CPUMHz: 1 << 20, DiskMB: 1 << 30}, res{MemoryMB: 64, CPUMHz: 10, DiskMB: 150}, CapacityCap, "cap"},
+		{"a node smaller than the headroom holds none", res{MemoryMB: 2000, CPUMHz: 5192, DiskMB: 1 << 20}, res{MemoryMB: 64, CPUMHz: 10, DiskMB: 150}, 0, "memory"},
+		{"a dimension a runner does not reserve is no bound", node, res{MemoryMB: 64}, 336, "memory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n, bound := Capacity(tt.node, headroom, tt.per)
+			if n != tt.want || bound != tt.bound {
+				t.Fatalf("Capacity = %d (%s), want %d (%s)", n, bound, tt.want, tt.bound)
+			}
+		})
+	}
+}
+
 func TestEndReasonLabels(t *testing.T) {
 	seen := map[string]EndReason{}
 	for r := EndIdle; r <= EndSurplus; r++ {
