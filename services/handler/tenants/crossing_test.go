@@ -146,6 +146,11 @@ func (n *node) Load(_ context.Context, r runnerapi.Runner, name string, f runner
 
 func (n *node) Unload(context.Context, runnerapi.Runner, string) error { return nil }
 
+func (n *node) FollowLogs(ctx context.Context, _ runnerapi.Runner, after int64, _ time.Duration, _ func(runnerapi.LogBatch) error) (int64, error) {
+	<-ctx.Done()
+	return after, ctx.Err()
+}
+
 // poolCalls is the pool as the table sees it, noting the calls made within a resolve.
 type poolCalls struct {
 	p *pool.Pool

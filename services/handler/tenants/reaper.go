@@ -8,14 +8,25 @@ import (
 	"github.com/fnhook/fnhook/services/handler/pool"
 )
 
-// Run ends the runners of tenants idle for IdleTimeout until ctx ends.
+// Run reads the log stream of every tenant's runner into the handler's log and ends the
+// runners of tenants idle for IdleTimeout, until ctx ends.
 func (t *Table) Run(ctx context.Context) {
+	t.mu.Lock()
+	t.ctx = ctx
+	for _, run := range t.byJob {
+		t.followLocked(run)
+	}
+	t.mu.Unlock()
 	every := min(max(t.cfg.IdleTimeout/4, 100*time.Millisecond), 30*time.Second)
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			t.mu.Lock()
+			t.stopped = true // no reader starts after this
+			t.mu.Unlock()
+			t.follows.Wait()
 			return
 		case <-tick.C:
 			t.reapIdle(ctx)

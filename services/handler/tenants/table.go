@@ -1,10 +1,10 @@
 // Package tenants owns each tenant's runner on this node. For every tenant it holds the
 // lock that serialises work on it, the runner assigned to it, the function versions
-// loaded there and every runner-protocol call made for it (assign, load, unload, state).
-// It answers resolves (the route of a tenant's function), re-reads a runner after a route
-// failed, ends runners idle too long, evicts the least recently used runner with no call
-// in flight when the node is full and a new tenant needs one, and applies function and
-// tenant events.
+// loaded there and every runner-protocol call made for it (assign, load, unload, state,
+// its log stream). It answers resolves (the route of a tenant's function), re-reads a
+// runner after a route failed, ends runners idle too long, evicts the least recently used
+// runner with no call in flight when the node is full and a new tenant needs one, applies
+// function and tenant events, and writes each runner's log lines into the handler's log.
 //
 // Generic warm capacity (starting, probing, recovering and ending runner jobs) is the
 // pool's (services/handler/pool): a resolve crosses this table once, taking a runner
@@ -16,6 +16,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,6 +50,7 @@ type Runners interface {
 	Load(ctx context.Context, r runnerapi.Runner, name string, f runnerapi.Function) (runnerapi.Loaded, error)
 	Unload(ctx context.Context, r runnerapi.Runner, name string) error
 	State(ctx context.Context, r runnerapi.Runner) (runnerapi.State, error)
+	FollowLogs(ctx context.Context, r runnerapi.Runner, after int64, wait time.Duration, fn func(runnerapi.LogBatch) error) (int64, error)
 }
 
 // Config times the table's decisions.
@@ -86,6 +88,9 @@ type Table struct {
 	mu      sync.Mutex
 	tenants map[string]*tenant // while a tenant has a runner or someone holds or waits for its lock
 	byJob   map[string]*runner
+	ctx     context.Context // Run's, for the readers of runners' logs
+	stopped bool            // Run is returning
+	follows sync.WaitGroup  // readers of runners' logs
 }
 
 type tenant struct {
@@ -107,9 +112,13 @@ type runner struct {
 	// busyUntil: a call routed here by a resolve may run until then, by the function's
 	// timeout (see usedLocked); what decides for runners that do not report their calls.
 	busyUntil time.Time
+	// stopLogs stops the reader of its log stream; detached is set once it left its tenant.
+	stopLogs context.CancelFunc
+	detached atomic.Bool
 }
 
-// New returns a Table; Run reaps idle runners. reg receives its metrics (may be nil).
+// New returns a Table; Run reads runners' logs and reaps idle runners. reg receives its
+// metrics (may be nil).
 func New(cfg Config, store Store, modules Modules, p Pool, runners Runners, log *slog.Logger, reg prometheus.Registerer) *Table {
 	cfg.defaults()
 	return &Table{
@@ -162,10 +171,11 @@ func (t *Table) forgetLocked(tn *tenant) {
 	}
 }
 
-// attachLocked gives run to its tenant.
+// attachLocked gives run to its tenant and starts reading its logs.
 func (t *Table) attachLocked(tn *tenant, run *runner) {
 	tn.run = run
 	t.byJob[run.JobID] = run
+	t.followLocked(run)
 }
 
 // detachLocked takes run from its tenant; false when it was no longer the tenant's.
@@ -177,6 +187,7 @@ func (t *Table) detachLocked(run *runner) bool {
 	tn.run = nil
 	delete(t.byJob, run.JobID)
 	t.forgetLocked(tn)
+	t.unfollowLocked(run)
 	return true
 }
 

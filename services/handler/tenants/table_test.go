@@ -1,7 +1,9 @@
 package tenants
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -70,6 +72,7 @@ type fakeRunner struct {
 	loadErr   error // every load fails so
 	inflight  *int
 	idleMs    *int64
+	logs      []runnerapi.LogEntry
 }
 
 // fakes is the pool and the runner protocol at once: Take hands out fresh runners up to
@@ -205,6 +208,34 @@ func (f *fakes) State(_ context.Context, r runnerapi.Runner) (runnerapi.State, e
 		fns[k] = v
 	}
 	return runnerapi.State{Tenant: fr.tenant, Functions: fns, Inflight: fr.inflight, IdleMs: fr.idleMs}, nil
+}
+
+// FollowLogs hands out the fake runner's log lines after the cursor as they come, until
+// ctx ends or the runner is gone.
+func (f *fakes) FollowLogs(ctx context.Context, r runnerapi.Runner, after int64, _ time.Duration, fn func(runnerapi.LogBatch) error) (int64, error) {
+	for {
+		f.mu.Lock()
+		fr, err := f.runner(r)
+		var lines []runnerapi.LogEntry
+		if err == nil && int64(len(fr.logs)) > after {
+			lines = append(lines, fr.logs[after:]...)
+		}
+		f.mu.Unlock()
+		if err != nil {
+			return after, err
+		}
+		if len(lines) > 0 {
+			after += int64(len(lines))
+			if err := fn(runnerapi.LogBatch{Lines: lines, Next: after}); err != nil {
+				return after, err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return after, ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // set changes the fake runner at address.
@@ -757,5 +788,91 @@ func TestTableForgetsTenantsWithoutRunner(t *testing.T) {
 	defer w.table.mu.Unlock()
 	if len(w.table.tenants) != 0 {
 		t.Fatalf("%d entries for tenants that never got a runner", len(w.table.tenants))
+	}
+}
+
+// syncBuffer is a log destination the table's goroutines may write to while a test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) lines() []map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []map[string]any
+	for _, l := range bytes.Split(s.b.Bytes(), []byte("\n")) {
+		var m map[string]any
+		if json.Unmarshal(l, &m) == nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func TestRunnerLogsInHandlerLog(t *testing.T) {
+	w := newWorld(t, 4, Config{})
+	var logs syncBuffer
+	w.table.log = slog.New(slog.NewJSONHandler(&logs, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.table.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	w.tenant("acme")
+	r := w.resolve("acme")
+	w.fakes.set(r.Address, func(fr *fakeRunner) {
+		fr.logs = append(fr.logs,
+			runnerapi.LogEntry{Seq: 1, Source: runnerapi.LogSourceFunction, Level: "log", Function: "fn", Version: 1, RequestID: "req-1", Msg: "hello from acme"},
+			runnerapi.LogEntry{Seq: 2, Source: runnerapi.LogSourceFunction, Level: "warn", Function: "fn", Version: 1, Msg: "careful"},
+			runnerapi.LogEntry{Seq: 3, Source: runnerapi.LogSourceRunner, Level: "error", Msg: "call timed out", Attrs: map[string]any{"ms": 1000}})
+	})
+	find := func(msg string) map[string]any {
+		for _, l := range logs.lines() {
+			if l["msg"] == msg {
+				return l
+			}
+		}
+		return nil
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for find("call timed out") == nil && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	tests := []struct {
+		msg    string
+		want   map[string]any
+		absent string
+	}{
+		{"hello from acme", map[string]any{"level": "INFO", "log": "tenant", "tenant": "acme", "function": "fn", "source": "function", "request_id": "req-1"}, ""},
+		{"careful", map[string]any{"level": "WARN", "tenant": "acme", "function": "fn"}, ""},
+		{"call timed out", map[string]any{"level": "ERROR", "tenant": "acme", "source": "runner"}, ""},
+	}
+	for _, tt := range tests {
+		l := find(tt.msg)
+		if l == nil {
+			t.Fatalf("no handler log line %q in\n%s", tt.msg, logs.b.String())
+		}
+		for k, v := range tt.want {
+			if l[k] != v {
+				t.Fatalf("line %q: %s = %v, want %v (%v)", tt.msg, k, l[k], v, l)
+			}
+		}
+	}
+	// The runner ends with its tenant: its reader stops (Run returns, waiting for it).
+	if err := w.table.TenantDeleted(context.Background(), fnhook.TenantDeleted{Tenant: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return: a log reader is stuck")
 	}
 }
