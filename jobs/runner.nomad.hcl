@@ -178,10 +178,10 @@ job "fnhook-runner" {
       }
 
       # Nomad places a runner by what it reserves (memory) and limits it by memory_max, with
-      # memory oversubscription on (the scheduler configuration): an idle runner uses ~56 MB
-      # (PSS, Nomad's executor and logmon included), so reserving its whole limit would fill
-      # a node with a few hundred MB used per GB reserved. The handler derives the node's
-      # runner capacity from this reservation; where oversubscription is off, Nomad ignores
+      # memory oversubscription on (the scheduler configuration): an idle runner uses ~37 MB
+      # (PSS, Nomad's executor included), so reserving its whole limit would fill a node
+      # with a few hundred MB used per GB reserved. The handler derives the node's runner
+      # capacity from this reservation; where oversubscription is off, Nomad ignores
       # memory_max and the handler sets memory_reserve_mb to memory_mb.
       resources {
         cpu        = var.cpu_mhz
@@ -191,9 +191,13 @@ job "fnhook-runner" {
 
       kill_timeout = "6s"
 
+      # No Nomad log collection (no logmon process, ~17 MB PSS, per runner): the runner keeps
+      # tenant output and its own lines in a bounded log stream that the handler reads over
+      # the runner protocol (GET /_fnhook/logs) into its own log, tenant by tenant. What the
+      # runner prints itself is one "listening" line and its fatal errors; a runner that
+      # fails to start is explained by Nomad's task events, which the handler logs.
       logs {
-        max_files     = 2
-        max_file_size = 5
+        disabled = true
       }
     }
   }
