@@ -51,8 +51,9 @@ variable "pool_min_idle" {
   default = 2
 }
 variable "pool_max_runners" {
-  type    = number
-  default = 16
+  type        = number
+  default     = 0
+  description = "Runners of the node at most; 0 derives it from the node's allocatable resources."
 }
 
 job "fnhook-handler" {

@@ -105,7 +105,7 @@ func (c *Cache) Ensure(ctx context.Context, deps map[string]string) error {
 	var missing [][2]string
 	for name, version := range deps {
 		if !namePattern.MatchString(name) || !versionPattern.MatchString(version) {
-			return &fnhook.Error{Code: "function_failed", Status: 424, Message: fmt.Sprintf("invalid dependency %q@%q", name, version)}
+			return &fnhook.Error{Code: fnhook.CodeFunctionFailed, Message: fmt.Sprintf("invalid dependency %q@%q", name, version)}
 		}
 		if !c.Has(name, version) {
 			missing = append(missing, [2]string{name, version})
@@ -159,11 +159,11 @@ func (c *Cache) install(ctx context.Context, name, version string) error {
 	}
 	switch {
 	case !found:
-		return &fnhook.Error{Code: "module_unavailable", Status: 503, Message: fmt.Sprintf("module %s has no build record", key)}
+		return &fnhook.Error{Code: fnhook.CodeModuleUnavailable, Message: fmt.Sprintf("module %s has no build record", key)}
 	case m.Status == fnhook.ModuleFailed:
-		return &fnhook.Error{Code: "function_failed", Status: 424, Message: fmt.Sprintf("module %s failed to build: %s", key, m.Error)}
+		return &fnhook.Error{Code: fnhook.CodeFunctionFailed, Message: fmt.Sprintf("module %s failed to build: %s", key, m.Error)}
 	case m.Status != fnhook.ModuleReady || m.SHA256 == "":
-		return &fnhook.Error{Code: "module_unavailable", Status: 503, Message: fmt.Sprintf("module %s is not built yet", key)}
+		return &fnhook.Error{Code: fnhook.CodeModuleUnavailable, Message: fmt.Sprintf("module %s is not built yet", key)}
 	}
 	body, _, err := c.blobs.Get(ctx, fnhook.ModuleObjectKey(name, version))
 	if err != nil {
