@@ -34,6 +34,33 @@ func (t *Table) runnerFor(ctx context.Context, tn *tenant) (run *runner, assigne
 			return run, false, nil
 		}
 	}
+	// Tenants that meet a full node queue in arrival order, and newcomers queue behind
+	// them: otherwise the runner an eviction started for one tenant goes to whoever asks
+	// first, and under a steady stream of new tenants one of them may wait in vain.
+	queued := false
+	enqueue := func() bool {
+		if queued {
+			return true
+		}
+		t.fullWaiters.Add(1)
+		select {
+		case t.full <- struct{}{}:
+			queued = true
+			return true
+		case <-actx.Done():
+			t.fullWaiters.Add(-1)
+			return false
+		}
+	}
+	defer func() {
+		if queued {
+			<-t.full
+			t.fullWaiters.Add(-1)
+		}
+	}()
+	if t.fullWaiters.Load() > 0 {
+		enqueue()
+	}
 	delay := 50 * time.Millisecond
 	for assigns := 0; actx.Err() == nil; {
 		r, err := t.pool.Take(actx)
@@ -52,6 +79,9 @@ func (t *Table) runnerFor(ctx context.Context, tn *tenant) (run *runner, assigne
 					Err: fmt.Errorf("assign a runner to %s: %w", tn.name, err)}
 			}
 		case errors.Is(err, pool.ErrFull):
+			if !enqueue() {
+				continue
+			}
 			if t.evict(actx, tn.name) {
 				wait.Reset(t.cfg.AssignWait)
 				delay = 50 * time.Millisecond

@@ -91,6 +91,13 @@ type Table struct {
 	ctx     context.Context // Run's, for the readers of runners' logs
 	stopped bool            // Run is returning
 	follows sync.WaitGroup  // readers of runners' logs
+
+	// full is the queue of tenants waiting for room on a full node: one token, and the
+	// goroutines blocked sending on it are served in arrival order. fullWaiters counts
+	// them, so a newcomer queues behind them instead of taking the runner that an
+	// eviction started for the tenant at the head.
+	full        chan struct{}
+	fullWaiters atomic.Int32
 }
 
 type tenant struct {
@@ -124,6 +131,7 @@ func New(cfg Config, store Store, modules Modules, p Pool, runners Runners, log 
 	return &Table{
 		cfg: cfg, store: store, modules: modules, pool: p, runners: runners, log: log, now: time.Now,
 		m: newMetrics(reg), tenants: map[string]*tenant{}, byJob: map[string]*runner{},
+		full: make(chan struct{}, 1),
 	}
 }
 
