@@ -12,28 +12,6 @@ import (
 	"time"
 )
 
-// The first codes under their first names, kept so that code written against them still
-// compiles.
-//
-// Deprecated: use the Code constants of the registry (codes.go).
-const (
-	ECONFLICT       = CodeConflict
-	EINTERNAL       = CodeInternal
-	EINVALID        = CodeInvalid
-	ENOTFOUND       = CodeNotFound
-	EUNAUTHORIZED   = CodeUnauthorized
-	EFORBIDDEN      = CodeForbidden
-	ETOOLARGE       = CodeTooLarge
-	EUNPROCESSABLE  = CodeUnprocessable
-	EPRECONDITION   = CodePreconditionFailed
-	EQUOTA          = CodeOverQuota
-	EUNAVAILABLE    = CodeUnavailable
-	ETIMEOUT        = CodeTimeout
-	EBADGATEWAY     = CodeBadGateway
-	EDEPENDENCY     = CodeFailedDependency
-	ENOTIMPLEMENTED = CodeNotImplemented
-)
-
 // Error is the platform's error: a machine-readable code and a message a person can act on.
 // It is what every API answers as {"error": {"code": ..., "message": ...}}. Code is one of
 // the registry's (codes.go), which gives the answer's status and Retry-After; an error

@@ -31,16 +31,6 @@ import (
 // Path is the route of the resolve API.
 const Path = "/v1/resolve"
 
-// The resolve API's own codes under their first names.
-//
-// Deprecated: use fnhook.CodeFunctionBuilding, fnhook.CodeFunctionFailed and
-// fnhook.CodeNoCapacity.
-const (
-	CodeFunctionBuilding = fnhook.CodeFunctionBuilding
-	CodeFunctionFailed   = fnhook.CodeFunctionFailed
-	CodeNoCapacity       = fnhook.CodeNoCapacity
-)
-
 // maxAnswer bounds what the client reads of an answer.
 const maxAnswer = 64 << 10
 

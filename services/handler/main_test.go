@@ -565,11 +565,11 @@ func TestResolveFromPool(t *testing.T) {
 		}
 	}
 	_, err = h.client.Resolve(context.Background(), h.addr, tenant, "building")
-	if fnhook.ErrorCode(err) != handlerapi.CodeFunctionBuilding || fnhook.StatusOf(err) != 503 {
+	if fnhook.ErrorCode(err) != fnhook.CodeFunctionBuilding || fnhook.StatusOf(err) != 503 {
 		t.Fatalf("resolve of a building function = %v", err)
 	}
 	_, err = h.client.Resolve(context.Background(), h.addr, tenant, "failed")
-	if fnhook.ErrorCode(err) != handlerapi.CodeFunctionFailed || fnhook.StatusOf(err) != 424 || !strings.Contains(fnhook.ErrorMessage(err), "nope@9.9.9") {
+	if fnhook.ErrorCode(err) != fnhook.CodeFunctionFailed || fnhook.StatusOf(err) != 424 || !strings.Contains(fnhook.ErrorMessage(err), "nope@9.9.9") {
 		t.Fatalf("resolve of a failed function = %v", err)
 	}
 	_, err = handlerapi.New("not-the-secret-at-all", nil).Resolve(context.Background(), h.addr, tenant, "hello")
@@ -579,7 +579,7 @@ func TestResolveFromPool(t *testing.T) {
 	// Code that does not compile answers function_failed with the line.
 	f.putFunction(t, tenant, "broken", 1, "module.exports = async (ctx) => { return ;; }}", nil, nil)
 	_, err = h.client.Resolve(context.Background(), h.addr, tenant, "broken")
-	if fnhook.ErrorCode(err) != handlerapi.CodeFunctionFailed || !strings.Contains(fnhook.ErrorMessage(err), "line") {
+	if fnhook.ErrorCode(err) != fnhook.CodeFunctionFailed || !strings.Contains(fnhook.ErrorMessage(err), "line") {
 		t.Fatalf("resolve of code that does not compile = %v", err)
 	}
 	// The tenant kept its runner.
