@@ -124,28 +124,14 @@ job "fnhook-runner" {
       read_only = true
     }
 
+    # A runner writes only function code and links: Nomad's smallest disk (logs are off).
     ephemeral_disk {
-      size = 150
+      size = 10
     }
 
-    service {
-      name     = "fnhook-runner"
-      port     = "http"
-      provider = "consul"
-      tags     = ["fnhook-runner", var.size_class]
-
-      meta {
-        job  = var.job_id
-        node = var.node_id
-      }
-
-      check {
-        type     = "http"
-        path     = "/healthz"
-        interval = "5s"
-        timeout  = "2s"
-      }
-    }
+    # No Consul service: the handler finds its runners through Nomad and probes them itself,
+    # and a per-runner Consul check cost CPU at every start and every 5 s while idle
+    # (docs/performance.md, runner cost).
 
     task "runner" {
       driver = "exec"
@@ -197,7 +183,9 @@ job "fnhook-runner" {
       # runner prints itself is one "listening" line and its fatal errors; a runner that
       # fails to start is explained by Nomad's task events, which the handler logs.
       logs {
-        disabled = true
+        disabled      = true
+        max_files     = 1
+        max_file_size = 1
       }
     }
   }

@@ -134,7 +134,7 @@ consul_token() {
 }
 
 # consul_acl gives the Nomad agent and each service the least it needs: the agent registers
-# runner services and its node; a service registers itself and reads the catalog.
+# its own services and its node; a service registers itself and reads the catalog.
 consul_acl() {
   wait_for "consul acl" 30 consul_api /v1/acl/token/self
   consul_token fnhook-nomad "$(secret CONSUL_TOKEN_NOMAD)" \
