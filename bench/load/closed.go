@@ -24,6 +24,10 @@ type Closed struct {
 	Duration    time.Duration
 	// MaxSamples bounds the latencies kept per worker (the count goes on past it).
 	MaxSamples int
+	// OnWindow, when set, is called (from a goroutine of its own) as the measured window
+	// starts, with end false, and as it ends, with end true: to read what the server used
+	// over exactly the window whose requests are counted.
+	OnWindow func(end bool)
 }
 
 // NewClient is an HTTP client for load: keep-alive with an idle connection per worker,
@@ -66,6 +70,21 @@ func (c Closed) Run(ctx context.Context, url string) (report.Load, error) {
 		wg             sync.WaitGroup
 	)
 	samples := make([][]time.Duration, c.Concurrency)
+	if c.OnWindow != nil {
+		wg.Go(func() {
+			for _, edge := range []struct {
+				at  time.Time
+				end bool
+			}{{from, false}, {until, true}} {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Until(edge.at)):
+				}
+				c.OnWindow(edge.end)
+			}
+		})
+	}
 	for w := range c.Concurrency {
 		wg.Go(func() {
 			own := make([]time.Duration, 0, min(maxSamples, 1<<16))

@@ -5,9 +5,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"runtime"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const wrkOK = `Running 3s test @ http://127.0.0.1:18090/
@@ -181,5 +186,76 @@ func TestClosedCountsRefusedConnections(t *testing.T) {
 	}
 	if l.Errors == 0 || l.Errors != l.Requests || l.Latency.N != 0 || l.RPS != 0 {
 		t.Fatalf("want every request failed, got %+v", l)
+	}
+}
+
+func TestClosedOnWindow(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	defer srv.Close()
+	var edges []bool
+	c := Closed{Concurrency: 2, Warmup: 50 * time.Millisecond, Duration: 100 * time.Millisecond}
+	c.OnWindow = func(end bool) {
+		edges = append(edges, end) // called from one goroutine, in order
+	}
+	l, err := c.Run(context.Background(), srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(edges) != 2 || edges[0] || !edges[1] {
+		t.Fatalf("OnWindow called with %v, want [false true]", edges)
+	}
+	if l.Requests == 0 {
+		t.Fatal("no request counted")
+	}
+}
+
+func TestPin(t *testing.T) {
+	var before unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &before); err != nil {
+		t.Skip("no affinity here:", err)
+	}
+	cpu := -1
+	for i := range 1024 {
+		if before.IsSet(i) {
+			cpu = i
+			break
+		}
+	}
+	prevProcs := runtime.GOMAXPROCS(0)
+	restore, err := Pin(cpu)
+	if err != nil {
+		t.Fatal(err)
+	}
+	threads := func() map[int]unix.CPUSet {
+		out := map[int]unix.CPUSet{}
+		entries, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			tid, _ := strconv.Atoi(e.Name())
+			var s unix.CPUSet
+			if err := unix.SchedGetaffinity(tid, &s); err == nil {
+				out[tid] = s
+			}
+		}
+		return out
+	}
+	for tid, s := range threads() {
+		if s.Count() != 1 || !s.IsSet(cpu) {
+			t.Errorf("thread %d pinned to %d CPUs (cpu %d set: %v), want only cpu %d", tid, s.Count(), cpu, s.IsSet(cpu), cpu)
+		}
+	}
+	if got := runtime.GOMAXPROCS(0); got != 1 {
+		t.Errorf("GOMAXPROCS %d while pinned, want 1", got)
+	}
+	restore()
+	for tid, s := range threads() {
+		if s != before {
+			t.Errorf("thread %d has %d CPUs after restore, want %d", tid, s.Count(), before.Count())
+		}
+	}
+	if got := runtime.GOMAXPROCS(0); got != prevProcs {
+		t.Errorf("GOMAXPROCS %d after restore, want %d", got, prevProcs)
 	}
 }

@@ -12,9 +12,11 @@ import (
 	"github.com/fnhook/fnhook/bench/report"
 )
 
-// Wrk runs `wrk -t1 -c<Concurrency> -d<Duration> --latency` when wrk is installed.
+// Wrk runs `taskset -c <CPU> wrk -t1 -c<Concurrency> -d<Duration> --latency` when wrk
+// is installed: one thread, pinned to one core like the Go generator (see Pin).
 type Wrk struct {
 	Path        string // the wrk binary; empty: not installed
+	CPU         int    // the core wrk is pinned to
 	Concurrency int
 	Duration    time.Duration
 }
@@ -33,7 +35,11 @@ func (w Wrk) Run(ctx context.Context, url string) (report.Load, error) {
 	secs := max(1, int(w.Duration.Seconds()))
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs+30)*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, w.Path, "-t1", fmt.Sprintf("-c%d", w.Concurrency),
+	taskset, err := exec.LookPath("taskset")
+	if err != nil {
+		return report.Load{}, fmt.Errorf("wrk is pinned to a core with taskset (util-linux): %w", err)
+	}
+	out, err := exec.CommandContext(ctx, taskset, "-c", strconv.Itoa(w.CPU), w.Path, "-t1", fmt.Sprintf("-c%d", w.Concurrency),
 		fmt.Sprintf("-d%ds", secs), "--latency", url).CombinedOutput()
 	if err != nil {
 		return report.Load{}, fmt.Errorf("wrk on %s: %w: %.500s", url, err, out)

@@ -49,6 +49,10 @@ func (r *Results) WriteMarkdown(w io.Writer) error {
 		}
 	}
 
+	if r.Ran(SectionWarm) {
+		writeCosts(&b, "fnhook warm", r.Warm)
+	}
+
 	if r.Ran(SectionCold) || r.Ran(SectionNaive) {
 		fmt.Fprintf(&b, "\n### Cold: fresh tenant, pool warm, modules on the node (N = %d per kind)\n\n", s.ColdN)
 		b.WriteString("| case | N | p50 ms | p90 ms | p99 ms | max ms | notes |\n|---|--:|--:|--:|--:|--:|---|\n")
@@ -115,7 +119,7 @@ func (r *Results) WriteMarkdown(w io.Writer) error {
 		}
 	}
 
-	b.WriteString("\n### Targets (issues #7 and #15)\n\n| target | goal | measured | status |\n|---|---|--:|---|\n")
+	b.WriteString("\n### Targets (issues #7, #15 and #16)\n\n| target | goal | measured | status |\n|---|---|--:|---|\n")
 	for _, c := range r.Targets {
 		v := "-"
 		if c.Status != NotMeasured {

@@ -112,6 +112,8 @@ type Load struct {
 	Latency     stats.Summary `json:"latency"`
 	// FirstError is the first failure seen, to say why Errors is not zero.
 	FirstError string `json:"firstError,omitempty"`
+	// Cost is what the platform's processes used per call (the warm case only).
+	Cost *Cost `json:"cost,omitempty"`
 }
 
 // Server is a measured HTTP target.

@@ -79,8 +79,8 @@ func TestComputeTargets(t *testing.T) {
 			tt.change(&r)
 			r.Compute()
 			got := statuses(r)
-			if len(got) != 5 {
-				t.Fatalf("want 5 checks, got %v", got)
+			if len(got) != 8 {
+				t.Fatalf("want 8 checks, got %v", got)
 			}
 			for name, want := range tt.want {
 				if got[name] != want {

@@ -14,13 +14,18 @@ const (
 	KindNoDeps = "no-deps"
 )
 
-// The targets of the issue (fnhook#7).
+// The targets of the issues: fnhook#7, and the same kept by fnhook#16 (the hot path),
+// which adds the gateway's cost per warm call and the one-at-a-time added latency.
 const (
 	ColdOverWarmMax     = 3.0   // cold p99 <= 3x warm p99
 	ColdP99MaxMs        = 15.0  // cold p99 < 15 ms
 	WarmAddedP50MaxMs   = 0.5   // warm p50 - floor p50 < 0.5 ms
 	WarmRPSShareMin     = 0.40  // warm req/s >= 40% of floor req/s
 	CreateBuiltP50MaxMs = 100.0 // PUT-to-ready with built modules, p50 < 100 ms
+
+	GatewayCPUPerCallMaxUs    = 60.0 // fnhook#16: gateway CPU <= 60 µs per warm call
+	GatewaySwitchesPerCallMax = 1.5  // fnhook#16: gateway context switches <= 1.5 per warm call
+	SerialWarmAddedP50MaxMs   = 0.3  // fnhook#16: one at a time, warm p50 - floor p50 <= 0.3 ms
 )
 
 // UnitCalls is the unit of a check that counts calls.
@@ -137,6 +142,25 @@ func (r *Results) Compute() {
 		check("function create p50 (modules built)", fmt.Sprintf("< %g ms", CreateBuiltP50MaxMs), "ms",
 			r.Create.Built.N > 0, r.Create.Built.P50, func(v float64) bool { return v < CreateBuiltP50MaxMs }),
 	}
+	// fnhook#16: the gateway's cost per warm call under the Go generator's load, and
+	// what the platform adds to one call at a time.
+	var gw *ProcessCost
+	if warm != nil {
+		gw = warm.Cost.Of(ProcGateway)
+	}
+	sf, sw := serial(r.Floor), serial(r.Warm)
+	var rawSerialAdded float64
+	if sf != nil && sw != nil {
+		rawSerialAdded = sw.Latency.P50 - sf.Latency.P50
+	}
+	checks = append(checks,
+		check("gateway CPU per warm call", fmt.Sprintf("<= %g µs", GatewayCPUPerCallMaxUs), "µs",
+			gw != nil, cpuPerCall(gw), func(v float64) bool { return v <= GatewayCPUPerCallMaxUs }),
+		check("gateway context switches per warm call", fmt.Sprintf("<= %g", GatewaySwitchesPerCallMax), "switches",
+			gw != nil, switchesPerCall(gw), func(v float64) bool { return v <= GatewaySwitchesPerCallMax }),
+		check("one at a time: warm p50 added over floor", fmt.Sprintf("<= %g ms", SerialWarmAddedP50MaxMs), "ms",
+			sf != nil && sw != nil, rawSerialAdded, func(v float64) bool { return v <= SerialWarmAddedP50MaxMs }),
+	)
 	if t := r.tenantsTarget(); t != nil {
 		// fnhook#15: with make up's defaults, 40 new tenants called 8 at a time all get 200,
 		// first round and second. Calls not sent count as not answered.
@@ -195,6 +219,20 @@ func (r *Results) coldFirst(kind string) *stats.Summary {
 		return nil
 	}
 	return &c.First
+}
+
+func cpuPerCall(p *ProcessCost) float64 {
+	if p == nil {
+		return 0
+	}
+	return p.CPUUsPerCall
+}
+
+func switchesPerCall(p *ProcessCost) float64 {
+	if p == nil {
+		return 0
+	}
+	return p.SwitchesPerCall
 }
 
 func p99(s *stats.Summary) float64 {

@@ -105,7 +105,7 @@ func TestTenantsTarget(t *testing.T) {
 				}
 			}
 			if tt.want == "" {
-				if got != nil || len(r.Targets) != 5 {
+				if got != nil || len(r.Targets) != 8 {
 					t.Fatalf("targets %+v, want no tenants check", r.Targets)
 				}
 				return

@@ -356,10 +356,18 @@ func (b *Bench) firstCall(ctx context.Context, t, fn string) error {
 	}
 }
 
-// measure loads url with the Go generator, then with wrk when installed.
-func (b *Bench) measure(ctx context.Context, s *report.Server) {
-	l, err := load.Closed{Concurrency: b.cfg.Concurrency, Warmup: b.cfg.Warmup, Duration: b.cfg.Duration}.Run(ctx, s.URL)
+// measure loads url with the Go generator, then with wrk when installed. Both are pinned
+// to core load.LoadCPU. With a probe, each load's cost per call is read from /proc over
+// its measured window.
+func (b *Bench) measure(ctx context.Context, s *report.Server, probe *costProbe) {
+	restore, err := load.Pin(load.LoadCPU)
 	if err != nil {
+		s.Error = err.Error()
+		return
+	}
+	l, err := b.closed(ctx, load.Closed{Concurrency: b.cfg.Concurrency, Warmup: b.cfg.Warmup, Duration: b.cfg.Duration}, s.URL, probe)
+	if err != nil {
+		restore()
 		s.Error = err.Error()
 		return
 	}
@@ -368,23 +376,59 @@ func (b *Bench) measure(ctx context.Context, s *report.Server) {
 		s.Error = fmt.Sprintf("%d of %d requests failed, first: %s", l.Errors, l.Requests, l.FirstError)
 	}
 	if b.cfg.SerialDuration > 0 {
-		sl, err := load.Closed{Concurrency: 1, Warmup: 200 * time.Millisecond, Duration: b.cfg.SerialDuration}.Run(ctx, s.URL)
+		sl, err := b.closed(ctx, load.Closed{Concurrency: 1, Warmup: 200 * time.Millisecond, Duration: b.cfg.SerialDuration}, s.URL, probe)
 		if err != nil {
+			restore()
 			s.Error = joinErr(s.Error, err.Error())
 			return
 		}
 		sl.Tool = "go-serial"
 		s.Serial = &sl
 	}
+	restore() // wrk is a process of its own, pinned by taskset
 	if b.cfg.Wrk == "" {
 		return
 	}
-	w, err := load.Wrk{Path: b.cfg.Wrk, Concurrency: b.cfg.Concurrency, Duration: b.cfg.Duration}.Run(ctx, s.URL)
+	var r0 reading
+	if probe != nil {
+		r0 = probe.read()
+	}
+	w, err := load.Wrk{Path: b.cfg.Wrk, CPU: load.LoadCPU, Concurrency: b.cfg.Concurrency, Duration: b.cfg.Duration}.Run(ctx, s.URL)
 	if err != nil {
 		s.Error = joinErr(s.Error, err.Error())
 		return
 	}
+	if probe != nil {
+		w.Cost = probe.cost(r0, probe.read(), w.Requests)
+	}
 	s.Wrk = &w
+}
+
+// closed runs c on url and, with a probe, reads the cost per call over its window.
+func (b *Bench) closed(ctx context.Context, c load.Closed, url string, probe *costProbe) (report.Load, error) {
+	var (
+		r0, r1     reading
+		start, end bool
+	)
+	if probe != nil {
+		c.OnWindow = func(last bool) {
+			if last {
+				r1, end = probe.read(), true
+			} else {
+				r0, start = probe.read(), true
+			}
+		}
+	}
+	l, err := c.Run(ctx, url)
+	if err != nil || probe == nil {
+		return l, err
+	}
+	if start && end {
+		l.Cost = probe.cost(r0, r1, l.Requests)
+	} else {
+		l.Cost = &report.Cost{Calls: l.Requests, Error: "the window's edges were not read"}
+	}
+	return l, nil
 }
 
 // joinErr appends msg to the error text prev.

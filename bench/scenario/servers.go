@@ -34,7 +34,7 @@ func (b *Bench) floor(ctx context.Context) report.Server {
 		}
 	}()
 	s := report.Server{URL: "http://127.0.0.1:" + strconv.Itoa(port) + "/"}
-	b.measure(ctx, &s)
+	b.measure(ctx, &s, nil)
 	return s
 }
 
@@ -102,7 +102,7 @@ func (b *Bench) bridgeFloor(ctx context.Context) report.Server {
 		return report.Server{Error: err.Error()}
 	}
 	s := report.Server{URL: job.URL}
-	b.measure(ctx, &s)
+	b.measure(ctx, &s, nil)
 	stopCtx, cancelStop := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
 	defer cancelStop()
 	if err := job.Stop(stopCtx); err != nil {
@@ -112,7 +112,8 @@ func (b *Bench) bridgeFloor(ctx context.Context) report.Server {
 }
 
 // warm deploys the plain function to a tenant, calls it once (assignment, load), loads it
-// through the gateway, and deletes the tenant.
+// through the gateway, reading what the gateway and the tenant's runner use per call, and
+// deletes the tenant.
 func (b *Bench) warm(ctx context.Context) report.Server {
 	t := b.tenant("warm")
 	if err := b.deploy(ctx, t, "hello", platform.FunctionBody{Code: PlainCode}); err != nil {
@@ -127,6 +128,13 @@ func (b *Bench) warm(ctx context.Context) report.Server {
 		return report.Server{Error: err.Error()}
 	}
 	s := report.Server{URL: b.api.RunURL(t, "hello")}
-	b.measure(ctx, &s)
+	probe, err := b.newCostProbe()
+	if err != nil {
+		b.log.Warn("no CPU and context switches per call", "err", err)
+	}
+	b.measure(ctx, &s, probe)
+	if err != nil && s.Go != nil {
+		s.Go.Cost = &report.Cost{Calls: s.Go.Requests, Error: err.Error()}
+	}
 	return s
 }
