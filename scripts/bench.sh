@@ -21,11 +21,11 @@ fi
 
 [ -f "$FNHOOK_STATE/secrets.env" ] || die "no $FNHOOK_STATE/secrets.env: run scripts/infra.sh up first"
 # The admin key: the bench gets it through its environment, never on a command line.
-FNHOOK_ADMIN_KEY=$(sed -n 's/^FNHOOK_ADMIN_KEY=//p' "$FNHOOK_STATE/secrets.env")
+FNHOOK_ADMIN_KEY=$(secret FNHOOK_ADMIN_KEY)
 [ -n "$FNHOOK_ADMIN_KEY" ] || die "FNHOOK_ADMIN_KEY is not in $FNHOOK_STATE/secrets.env"
 # The bench runs its bridge-floor job on Nomad as the operator and reads the runners'
 # allocations (namespace "*"): the management token, also through the environment only.
-NOMAD_TOKEN=$(sed -n 's/^NOMAD_TOKEN=//p' "$FNHOOK_STATE/secrets.env")
+NOMAD_TOKEN=$(secret NOMAD_TOKEN)
 export FNHOOK_ADMIN_KEY NOMAD_TOKEN FNHOOK_BENCH_GATEWAY=$gateway
 export FNHOOK_MODULES_DIR=${FNHOOK_MODULES_DIR:-$FNHOOK_STATE/modules}
 export FNHOOK_BENCH_OUT=${FNHOOK_BENCH_OUT:-$FNHOOK_ROOT/bench/results/latest.json}

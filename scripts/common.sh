@@ -40,12 +40,15 @@ nomad_api() {
   fi
 }
 
+# secret NAME prints one secret of this state directory's secrets.env (nothing when absent).
+secret() { sed -n "s/^$1=//p" "$FNHOOK_STATE/secrets.env" 2>/dev/null; }
+
 # consul_api PATH [CURL ARGS...]: calls the local Consul HTTP API (CONSUL_HTTP_ADDR, else the
 # local agent) with CONSUL_HTTP_TOKEN, else the state directory's management token, sent
 # from a pipe.
 consul_api() {
   local path=$1 token=${CONSUL_HTTP_TOKEN:-}; shift
-  [ -n "$token" ] || token=$(sed -n 's/^CONSUL_HTTP_TOKEN=//p' "$FNHOOK_STATE/secrets.env" 2>/dev/null)
+  [ -n "$token" ] || token=$(secret CONSUL_HTTP_TOKEN)
   curl -fsS -m 10 -H @<(printf 'X-Consul-Token: %s\n' "$token") "$@" "http://${CONSUL_HTTP_ADDR:-$CONSUL_HTTP}$path"
 }
 
@@ -53,7 +56,7 @@ consul_api() {
 # fnhook job with Nomad's own message for it, and any handler whose /healthz is not "ok".
 diagnose() {
   local out addr h NOMAD_TOKEN=${NOMAD_TOKEN:-}
-  [ -n "$NOMAD_TOKEN" ] || NOMAD_TOKEN=$(sed -n 's/^NOMAD_TOKEN=//p' "$FNHOOK_STATE/secrets.env" 2>/dev/null)
+  [ -n "$NOMAD_TOKEN" ] || NOMAD_TOKEN=$(secret NOMAD_TOKEN)
   out=$(nomad_api '/v1/allocations?namespace=*' 2>/dev/null | jq -r '
     [.[] | select((.JobID | startswith("fnhook-")) and .ClientStatus == "failed")]
     | sort_by(.ModifyTime) | last // empty

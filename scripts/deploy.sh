@@ -14,7 +14,6 @@ log "building services"
 done) || die "go build failed"
 
 build_id=$(cat "$BIN"/gateway "$BIN"/mgmt "$BIN"/handler "$BIN"/builder "$FNHOOK_ROOT/jobs/runner.nomad.hcl" | sha256sum | cut -c1-16)
-secret() { sed -n "s/^$1=//p" "$FNHOOK_STATE/secrets.env"; }
 # The operator's management token, for this script's own calls (environment only).
 NOMAD_TOKEN=$(secret NOMAD_TOKEN)
 export NOMAD_TOKEN NOMAD_ADDR=http://$NOMAD_HTTP

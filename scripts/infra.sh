@@ -86,12 +86,9 @@ secrets() {
     local x
     for x in NOMAD GATEWAY MGMT HANDLER BUILDER; do add "CONSUL_TOKEN_$x" "$(uuid)"; done
     for x in ADMIN GATEWAY MGMT HANDLER BUILDER; do add "RABBIT_PASSWORD_$x" "$(hex 18)"; done
-    add FNHOOK_AMQP_URL "amqp://fnhook-admin:$(sed -n 's/^RABBIT_PASSWORD_ADMIN=//p' "$SECRETS")@127.0.0.1:5672/"
+    add FNHOOK_AMQP_URL "amqp://fnhook-admin:$(secret RABBIT_PASSWORD_ADMIN)@127.0.0.1:5672/"
   )
 }
-
-# secret NAME prints one secret of this state directory.
-secret() { sed -n "s/^$1=//p" "$SECRETS"; }
 
 up_consul() {
   if running consul; then wait_for consul 60 consul_ok; consul_acl; return 0; fi

@@ -7,7 +7,7 @@ source "$(dirname "$0")/common.sh"
 
 GW=${FNHOOK_GATEWAY_URL:-http://127.0.0.1:8080}
 # The admin key reaches curl through a pipe (-H @file), never on a command line.
-FNHOOK_ADMIN_KEY=$(sed -n 's/^FNHOOK_ADMIN_KEY=//p' "$FNHOOK_STATE/secrets.env")
+FNHOOK_ADMIN_KEY=$(secret FNHOOK_ADMIN_KEY)
 [ -n "$FNHOOK_ADMIN_KEY" ] || die "no FNHOOK_ADMIN_KEY in $FNHOOK_STATE/secrets.env: run scripts/infra.sh up first"
 admin_curl() { curl -H @<(printf 'Authorization: Bearer %s\n' "$FNHOOK_ADMIN_KEY") "$@"; }
 

@@ -212,7 +212,7 @@ func TestClosedOnWindow(t *testing.T) {
 func TestPin(t *testing.T) {
 	var before unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &before); err != nil {
-		t.Skip("no affinity here:", err)
+		t.Fatal("read this process's CPU affinity:", err)
 	}
 	cpu := -1
 	for i := range 1024 {

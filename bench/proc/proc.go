@@ -56,6 +56,22 @@ func (m Memory) Add(o Memory) Memory {
 // split of Pss into anonymous and file pages is read when the kernel gives it (5.x+).
 func ParseSmapsRollup(r io.Reader) (Memory, error) {
 	var m Memory
+	seen, err := scanFields(r, "smaps_rollup", "kB", map[string]*int64{
+		"Rss": &m.RssKB, "Pss": &m.PssKB, "Pss_Anon": &m.PssAnonKB, "Pss_File": &m.PssFileKB,
+	})
+	if err != nil {
+		return m, err
+	}
+	if !seen["Rss"] || !seen["Pss"] {
+		return m, errors.New("smaps_rollup: no Rss or Pss line")
+	}
+	return m, nil
+}
+
+// scanFields reads "Key: value [unit]" lines of a /proc file (what names it in errors)
+// into the fields of the keys wanted, and tells which keys it saw. unit is the unit every
+// value must carry ("" for none).
+func scanFields(r io.Reader, what, unit string, want map[string]*int64) (map[string]bool, error) {
 	seen := map[string]bool{}
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
@@ -63,37 +79,29 @@ func ParseSmapsRollup(r io.Reader) (Memory, error) {
 		if !ok {
 			continue
 		}
-		var dst *int64
-		switch key {
-		case "Rss":
-			dst = &m.RssKB
-		case "Pss":
-			dst = &m.PssKB
-		case "Pss_Anon":
-			dst = &m.PssAnonKB
-		case "Pss_File":
-			dst = &m.PssFileKB
-		default:
+		dst := want[key]
+		if dst == nil {
 			continue
 		}
 		f := strings.Fields(rest)
-		if len(f) != 2 || f[1] != "kB" {
-			return m, fmt.Errorf("smaps_rollup: %s: %q is not a size in kB", key, strings.TrimSpace(rest))
+		want, in := 1, ""
+		if unit != "" {
+			want, in = 2, " in "+unit
+		}
+		if len(f) != want || (unit != "" && f[1] != unit) {
+			return seen, fmt.Errorf("%s: %s: %q is not a number%s", what, key, strings.TrimSpace(rest), in)
 		}
 		v, err := strconv.ParseInt(f[0], 10, 64)
 		if err != nil {
-			return m, fmt.Errorf("smaps_rollup: %s: %w", key, err)
+			return seen, fmt.Errorf("%s: %s: %w", what, key, err)
 		}
 		*dst = v
 		seen[key] = true
 	}
 	if err := sc.Err(); err != nil {
-		return m, fmt.Errorf("smaps_rollup: %w", err)
+		return seen, fmt.Errorf("%s: %w", what, err)
 	}
-	if !seen["Rss"] || !seen["Pss"] {
-		return m, errors.New("smaps_rollup: no Rss or Pss line")
-	}
-	return m, nil
+	return seen, nil
 }
 
 // Stat is the part of /proc/<pid>/stat the bench uses. CPU times are in clock ticks.

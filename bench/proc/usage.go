@@ -1,7 +1,6 @@
 package proc
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -38,33 +37,13 @@ func (u Usage) Sub(o Usage) Usage {
 // ParseCtxtSwitches reads voluntary_ctxt_switches and nonvoluntary_ctxt_switches from a
 // /proc/<pid>/status (or task status) file; both must be present.
 func ParseCtxtSwitches(r io.Reader) (voluntary, involuntary int64, err error) {
-	var seen int
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		key, rest, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		var dst *int64
-		switch key {
-		case "voluntary_ctxt_switches":
-			dst = &voluntary
-		case "nonvoluntary_ctxt_switches":
-			dst = &involuntary
-		default:
-			continue
-		}
-		v, err := strconv.ParseInt(strings.TrimSpace(rest), 10, 64)
-		if err != nil {
-			return 0, 0, fmt.Errorf("status: %s: %w", key, err)
-		}
-		*dst = v
-		seen++
+	seen, err := scanFields(r, "status", "", map[string]*int64{
+		"voluntary_ctxt_switches": &voluntary, "nonvoluntary_ctxt_switches": &involuntary,
+	})
+	if err != nil {
+		return 0, 0, err
 	}
-	if err := sc.Err(); err != nil {
-		return 0, 0, fmt.Errorf("status: %w", err)
-	}
-	if seen != 2 {
+	if len(seen) != 2 {
 		return 0, 0, errors.New("status: no voluntary_ctxt_switches and nonvoluntary_ctxt_switches lines")
 	}
 	return voluntary, involuntary, nil

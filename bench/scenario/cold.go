@@ -168,6 +168,13 @@ func (b *Bench) waitQuiet(ctx context.Context, nc *nomad.Client) error {
 
 // waitQuietFor is waitQuiet for up to limit.
 func (b *Bench) waitQuietFor(ctx context.Context, nc *nomad.Client, limit time.Duration) error {
+	return b.waitPool(ctx, nc, limit, 1)
+}
+
+// waitPool waits up to limit until the pool has at least idle idle runners (and at least
+// one) and none starting, and Nomad starts or stops no runner allocation.
+func (b *Bench) waitPool(ctx context.Context, nc *nomad.Client, limit time.Duration, idle int) error {
+	idle = max(1, idle)
 	deadline := time.Now().Add(limit)
 	var why string
 	for {
@@ -175,8 +182,8 @@ func (b *Bench) waitQuietFor(ctx context.Context, nc *nomad.Client, limit time.D
 		switch {
 		case err != nil:
 			why = err.Error()
-		case p.Idle < 1 || p.Starting > 0:
-			why = fmt.Sprintf("pool idle %d, starting %d", p.Idle, p.Starting)
+		case p.Idle < idle || p.Starting > 0:
+			why = fmt.Sprintf("pool idle %d (want %d), starting %d", p.Idle, idle, p.Starting)
 		default:
 			why = stopping(ctx, nc)
 		}

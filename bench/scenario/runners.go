@@ -147,7 +147,7 @@ func (b *Bench) runnerStart(ctx context.Context, nc *nomad.Client) (*report.Runn
 	}
 	// The handler refills a little after an assignment (FNHOOK_POOL_REFILL_DELAY).
 	time.Sleep(time.Second)
-	if err := b.waitRefilled(ctx, nc, pool0.Idle); err != nil {
+	if err := b.waitPool(ctx, nc, settleLimit, pool0.Idle); err != nil {
 		b.log.Warn("pool not refilled; measuring the starts so far", "err", err)
 	}
 	a1, err := b.proc.Stat(agent)
@@ -243,35 +243,6 @@ func (b *Bench) agentIdleRate(ctx context.Context, agent int) (float64, error) {
 		return 0, fmt.Errorf("nomad agent: %w", err)
 	}
 	return (s1.CPU() - s0.CPU()).Seconds() / time.Since(t0).Seconds(), nil
-}
-
-// waitRefilled waits until the pool has idle runners again (at least idle) and none
-// starting, and Nomad starts or stops no runner allocation.
-func (b *Bench) waitRefilled(ctx context.Context, nc *nomad.Client, idle int) error {
-	deadline := time.Now().Add(settleLimit)
-	var why string
-	for {
-		p, err := b.api.Pool(ctx)
-		switch {
-		case err != nil:
-			why = err.Error()
-		case p.Starting > 0 || p.Idle < max(1, idle):
-			why = fmt.Sprintf("pool idle %d (want %d), starting %d", p.Idle, max(1, idle), p.Starting)
-		default:
-			why = stopping(ctx, nc)
-		}
-		if why == "" {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("after %s: %s", settleLimit, why)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 // allocsSince lists the runner allocations of the platform that Nomad created at or after

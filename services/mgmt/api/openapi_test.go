@@ -21,10 +21,9 @@ import (
 
 var httpMethods = []string{"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
-// TestOpenAPIMatchesRoutes keeps docs/openapi.yaml and the registered routes identical:
-// every route echo serves is documented, and nothing else is.
-func TestOpenAPIMatchesRoutes(t *testing.T) {
-	t.Parallel()
+// readOpenAPI returns the text of docs/openapi.yaml.
+func readOpenAPI(t *testing.T) []byte {
+	t.Helper()
 	root, err := testinfra.Root()
 	if err != nil {
 		t.Fatal(err)
@@ -33,6 +32,14 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return raw
+}
+
+// TestOpenAPIMatchesRoutes keeps docs/openapi.yaml and the registered routes identical:
+// every route echo serves is documented, and nothing else is.
+func TestOpenAPIMatchesRoutes(t *testing.T) {
+	t.Parallel()
+	raw := readOpenAPI(t)
 	var doc struct {
 		OpenAPI string                    `yaml:"openapi"`
 		Paths   map[string]map[string]any `yaml:"paths"`
@@ -99,14 +106,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 // status it is documented under, and documents Retry-After when a code asks to retry.
 func TestOpenAPIErrorCodes(t *testing.T) {
 	t.Parallel()
-	root, err := testinfra.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(filepath.Join(root, "docs", "openapi.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := readOpenAPI(t)
 	type response struct {
 		Ref     string         `yaml:"$ref"`
 		Codes   []string       `yaml:"x-error-codes"`
