@@ -171,13 +171,20 @@ type findings struct {
 	Env      []string
 }
 
+// requireRoot fails the test when it does not run as root: only root can build the
+// sandbox, and `make test` (CI) runs as root, so a sandbox test must never be skipped there.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("the build sandbox needs root: run the tests as root, as make test does")
+	}
+}
+
 // TestInstallScriptReachesNothing publishes a package whose postinstall attacks the host
 // the way the measured issue did, builds it through the Installer, and checks from its
 // findings that it reached no platform service, read no secret and ran as the build user.
 func TestInstallScriptReachesNothing(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the sandbox needs root; CI runs as root, where this test must run")
-	}
+	requireRoot(t)
 	buildUser, err := user.Lookup(npm.DefaultUser)
 	if err != nil {
 		t.Fatalf("the build user must exist (scripts/install.sh makes it): %v", err)
@@ -340,9 +347,7 @@ func TestInstallScriptReachesNothing(t *testing.T) {
 // TestDependencyFromAnotherHostFailsClearly: a dependency fetched from elsewhere than the
 // registry is refused by the proxy, and the build fails for good saying why.
 func TestDependencyFromAnotherHostFailsClearly(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the sandbox needs root; CI runs as root, where this test must run")
-	}
+	requireRoot(t)
 	reg := newRegistry(t)
 	reg.publish(t, "fnhook-urldep", map[string]any{
 		"dependencies": map[string]string{"x": "https://example.com/x.tgz"},
@@ -363,9 +368,7 @@ func TestDependencyFromAnotherHostFailsClearly(t *testing.T) {
 // TestPublicRegistryThroughTheProxy installs a real package from the public registry (as
 // the other builder tests do), so the proxy's CONNECT path is exercised with TLS.
 func TestPublicRegistryThroughTheProxy(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the sandbox needs root; CI runs as root, where this test must run")
-	}
+	requireRoot(t)
 	in, err := npm.New(npm.Config{CAFile: os.Getenv("NODE_EXTRA_CA_CERTS"), Timeout: 90 * time.Second, FetchRetries: 1,
 		Limits: sandbox.Limits{MemoryBytes: 1 << 30, Pids: 512, DiskBytes: 1 << 30}})
 	if err != nil {
@@ -386,12 +389,10 @@ func TestPublicRegistryThroughTheProxy(t *testing.T) {
 // TestNativeModuleCompiles builds a package with a binding.gyp in the sandbox: node-gyp
 // must find Node's headers locally (it cannot download them) and the host's compiler.
 func TestNativeModuleCompiles(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the sandbox needs root; CI runs as root, where this test must run")
-	}
+	requireRoot(t)
 	for _, tool := range []string{"cc", "c++", "make", "python3"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("no %s on this host: native modules cannot compile here, sandbox or not", tool)
+			t.Fatalf("no %s on this host: the builder's hosts need a compiler for native modules (scripts/install.sh's Debian has it)", tool)
 		}
 	}
 	reg := newRegistry(t)

@@ -285,7 +285,7 @@ func TestSweep(t *testing.T) {
 // which limit and how large it is.
 func TestLimitsFailPermanently(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("the sandbox's limits need root")
+		t.Fatal("the sandbox's limits need root: run the tests as root, as make test does")
 	}
 	prefix := `while [ $# -gt 0 ]; do case "$1" in --prefix) p="$2"; shift;; esac; shift; done
 `
@@ -320,7 +320,7 @@ func TestLimitsFailPermanently(t *testing.T) {
 
 func TestSweepUnmountsLeftovers(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("mounting needs root")
+		t.Fatal("mounting needs root: run the tests as root, as make test does")
 	}
 	work := t.TempDir()
 	in, err := New(Config{NPM: fakeNPM(t, "exit 0"), WorkDir: work, Limits: sandbox.Limits{DiskBytes: 4 << 20}})
